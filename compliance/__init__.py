@@ -1,0 +1,1 @@
+"""Autobahn|Testsuite drivers for wsline (see compliance/README.md)."""

@@ -1,0 +1,69 @@
+"""wsline: WebSockets (RFC 6455) for Python, on a sans-I/O core.
+
+The asyncio API::
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with wsline.serve(echo, "127.0.0.1", 8000):
+        async with wsline.connect("ws://127.0.0.1:8000") as ws:
+            await ws.send("hello")
+            print(await ws.recv())
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeRejected,
+    InvalidHandshake,
+    InvalidPayload,
+    InvalidStatus,
+    InvalidURI,
+    KeepaliveTimeout,
+    NegotiationError,
+    PayloadTooBig,
+    ProtocolError,
+    WebSocketError,
+)
+from .protocol.connection import State  # noqa: E402
+from .protocol.deflate import DeflateConfig  # noqa: E402
+from .protocol.handshake import Headers, Request, Response  # noqa: E402
+from .aio.connection import Data, WebSocket  # noqa: E402
+from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve  # noqa: E402
+from .aio.client import connect  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "serve",
+    "connect",
+    "Server",
+    "ServerError",
+    "ConnectionInfo",
+    "ErrorChannel",
+    "WebSocket",
+    "Data",
+    "State",
+    "Request",
+    "Response",
+    "Headers",
+    "DeflateConfig",
+    "WebSocketError",
+    "ConnectionClosed",
+    "ConnectionClosedOK",
+    "ConnectionClosedError",
+    "KeepaliveTimeout",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
+    "NegotiationError",
+    "HandshakeRejected",
+    "ProtocolError",
+    "PayloadTooBig",
+    "InvalidPayload",
+]

@@ -1,0 +1,279 @@
+"""The asyncio WebSocket client: ``connect(uri)``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl as ssl_module
+from typing import Any, Generator, Iterable, Mapping, Sequence
+
+from .. import __version__
+from ..errors import InvalidHandshake, InvalidStatus
+from ..protocol import deflate as pmd
+from ..protocol.connection import Connection
+from ..protocol.handshake import (
+    Headers,
+    Request,
+    Response,
+    WSURI,
+    build_request,
+    check_response,
+    generate_key,
+    parse_response,
+    parse_uri,
+)
+from .connection import ProtocolBase, WebSocket, set_nodelay
+
+__all__ = ["connect"]
+
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 64 * 1024
+
+
+class _ClientProtocol(ProtocolBase):
+    def __init__(self, request_bytes: bytes) -> None:
+        self._request_bytes = request_bytes
+        self._head = bytearray()
+        self._response: Response | None = None
+        self._body_needed = 0
+        self.done: asyncio.Future[tuple[Response, bytes]] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        set_nodelay(transport)
+        transport.write(self._request_bytes)
+
+    def handshake_data(self, data: memoryview) -> None:
+        head = self._head
+        scan_from = max(0, len(head) - 3)
+        head += data
+        if self.done.done():
+            return
+        if self._response is None:
+            end = head.find(b"\r\n\r\n", scan_from)
+            if end < 0:
+                if len(head) > _MAX_HEAD:
+                    self._fail(InvalidHandshake("the server's response head is too large"))
+                return
+            try:
+                response = parse_response(bytes(head[:end]))
+            except InvalidHandshake as exc:
+                self._fail(exc)
+                return
+            del head[: end + 4]
+            self._response = response
+            if response.status == 101:
+                assert self.transport is not None
+                self.transport.pause_reading()
+                self.done.set_result((response, bytes(head)))
+                head.clear()
+                return
+            length = response.headers.get("Content-Length")
+            self._body_needed = int(length) if length and length.isdigit() else _MAX_BODY
+            self._body_needed = min(self._body_needed, _MAX_BODY)
+        if self._response is not None and len(head) >= self._body_needed:
+            self._finish_rejected()
+
+    def _finish_rejected(self) -> None:
+        response = self._response
+        assert response is not None
+        if not self.done.done():
+            response.body = bytes(self._head[: self._body_needed])
+            self.done.set_result((response, b""))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            if self._response is not None:
+                self._finish_rejected()
+            else:
+                detail = f": {exc}" if exc else ""
+                self.done.set_exception(
+                    InvalidHandshake(f"the server closed the connection during the opening handshake{detail}")
+                )
+        super().connection_lost(exc)
+
+
+class connect:  # noqa: N801 - used like a function
+    """Open a client connection: ``async with connect(uri) as ws`` or ``ws = await connect(uri)``.
+
+    ``subprotocols`` are offered in order; the server's choice is checked.
+    ``headers`` adds request headers (e.g. a token). ``ssl`` takes an
+    :class:`ssl.SSLContext` (``wss://`` verifies certificates by default).
+    ``compression="deflate"`` offers permessage-deflate; ``None`` does not.
+    ``open_timeout`` bounds the TCP connect, TLS and HTTP handshake together.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        origin: str | None = None,
+        compression: str | None = "deflate",
+        deflate: pmd.DeflateConfig | None = None,
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        max_size: int | None = 2**20,
+        max_queue: int | None = 32,
+        write_limit: int = 2**16,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        sock: socket.socket | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        user_agent: str | None = f"wsline/{__version__}",
+    ) -> None:
+        if compression not in ("deflate", None):
+            raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+        self.uri = uri
+        self._wsuri: WSURI = parse_uri(uri)
+        if ssl and not self._wsuri.secure:
+            raise ValueError("ssl= was given for a ws:// URI; use wss://")
+        self.subprotocols = list(subprotocols or [])
+        if headers is None:
+            self.headers: list[tuple[str, str]] = []
+        elif isinstance(headers, Mapping):
+            self.headers = list(headers.items())
+        else:
+            self.headers = list(headers)
+        self.origin = origin
+        self.deflate = (deflate or pmd.DeflateConfig()) if compression == "deflate" else None
+        self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.write_limit = write_limit
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.sock = sock
+        self.host = host
+        self.port = port
+        self.user_agent = user_agent
+        self._ws: WebSocket | None = None
+
+    def __await__(self) -> Generator[Any, None, WebSocket]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> WebSocket:
+        self._ws = await self._connect()
+        return self._ws
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _connect(self) -> WebSocket:
+        if self.open_timeout is None:
+            return await self._open()
+        try:
+            return await asyncio.wait_for(self._open(), self.open_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"opening handshake with {self.uri} timed out after {self.open_timeout:g} s"
+            ) from None
+
+    async def _open(self) -> WebSocket:
+        loop = asyncio.get_running_loop()
+        wsuri = self._wsuri
+        key = generate_key()
+        offer = pmd.client_offer(self.deflate) if self.deflate is not None else None
+        request_bytes = build_request(
+            wsuri,
+            key,
+            subprotocols=self.subprotocols,
+            extensions=offer,
+            origin=self.origin,
+            extra_headers=self.headers,
+            user_agent=self.user_agent,
+        )
+        ssl_context: ssl_module.SSLContext | None = None
+        if wsuri.secure:
+            if isinstance(self.ssl, ssl_module.SSLContext):
+                ssl_context = self.ssl
+            else:
+                ssl_context = ssl_module.create_default_context()
+        kwargs: dict[str, Any] = {}
+        if ssl_context is not None:
+            kwargs["ssl"] = ssl_context
+            kwargs["server_hostname"] = self.server_hostname or wsuri.host
+        try:
+            if self.sock is not None:
+                transport, protocol = await loop.create_connection(
+                    lambda: _ClientProtocol(request_bytes), sock=self.sock, **kwargs
+                )
+            else:
+                transport, protocol = await loop.create_connection(
+                    lambda: _ClientProtocol(request_bytes),
+                    self.host or wsuri.host,
+                    self.port or wsuri.port,
+                    **kwargs,
+                )
+        except ssl_module.SSLCertVerificationError as exc:
+            raise InvalidHandshake(f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}") from exc
+        try:
+            response, rest = await protocol.done
+        except BaseException:
+            transport.abort()
+            raise
+        if response.status != 101:
+            transport.close()
+            raise InvalidStatus(response.status, response.reason, response.headers.items(), response.body)
+        try:
+            subprotocol = check_response(response, key, self.subprotocols)
+            deflate = None
+            ext_values = response.headers.get_all("Sec-WebSocket-Extensions")
+            if ext_values:
+                if self.deflate is None:
+                    raise InvalidHandshake("the server accepted an extension we did not offer")
+                deflate = pmd.client_negotiate(ext_values, self.deflate)
+        except InvalidHandshake:
+            transport.abort()
+            raise
+        core = Connection(
+            True,
+            max_size=self.max_size,
+            deflate=deflate,
+            compress_threshold=self.deflate.threshold if self.deflate is not None else 0,
+        )
+        request = Request("GET", wsuri.resource, Headers(_request_headers(request_bytes)))
+        ws = WebSocket(
+            transport,
+            core,
+            request=request,
+            response=response,
+            subprotocol=subprotocol,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=self.close_timeout,
+            max_queue=self.max_queue,
+        )
+        transport.set_write_buffer_limits(high=self.write_limit)
+        protocol.ws = ws
+        if rest:
+            ws._feed(memoryview(rest))
+        transport.resume_reading()
+        return ws
+
+
+def _request_headers(request_bytes: bytes) -> list[tuple[str, str]]:
+    lines = request_bytes.decode("latin-1").split("\r\n")[1:]
+    out = []
+    for line in lines:
+        if line:
+            name, _, value = line.partition(":")
+            out.append((name, value.strip()))
+    return out

@@ -1,0 +1,664 @@
+"""The asyncio connection object shared by the server and the client."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Iterable, Union, cast
+
+from ..errors import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    KeepaliveTimeout,
+)
+from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Ping, Pong, State
+from ..protocol.handshake import Request, Response
+
+__all__ = ["WebSocket", "Data"]
+
+Data = Union[str, bytes]
+Sendable = Union[str, bytes, bytearray, memoryview]
+
+logger = logging.getLogger("wsline")
+
+_READ_BUFFER_SIZE = 256 * 1024
+_local = threading.local()
+
+
+def _shared_read_buffer() -> memoryview:
+    """One receive buffer per thread, shared by every connection of that thread.
+
+    asyncio calls ``get_buffer`` and ``buffer_updated`` back to back in one
+    callback, and the protocol core copies what it keeps, so connections never
+    need a buffer of their own while idle.
+    """
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = memoryview(bytearray(_READ_BUFFER_SIZE))
+        _local.view = view
+    return view
+
+
+_conn_counter = 0
+
+
+def _next_id() -> str:
+    global _conn_counter
+    _conn_counter += 1
+    return f"{os.getpid() % 1000:03d}-{_conn_counter:x}"
+
+
+class _ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds the connection id and remote address to each record."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = cast(dict[str, Any], self.extra)
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[{extra['conn_id']} {extra['remote']}] {msg}", kwargs
+
+
+def _format_address(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Turn Nagle's algorithm off on a TCP transport."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - platform specific
+            pass
+
+
+class WebSocket:
+    """An open WebSocket connection.
+
+    Receive with ``await ws.recv()`` or ``async for message in ws`` (``str`` for
+    text, ``bytes`` for binary); send with ``await ws.send(message)``. When the
+    connection closes, both raise :class:`~wsline.errors.ConnectionClosed`;
+    :meth:`recv_guarded` and :meth:`send_guarded` report failure instead.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        core: Connection,
+        *,
+        request: Request,
+        response: Response,
+        subprotocol: str | None,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        close_timeout: float,
+        max_queue: int | None,
+        conn_id: str | None = None,
+    ) -> None:
+        self._transport = transport
+        self._core = core
+        self._loop = asyncio.get_running_loop()
+        #: The upgrade request (sent by the client / received by the server).
+        self.request = request
+        #: The handshake response (the 101).
+        self.response = response
+        #: The negotiated subprotocol, or ``None``.
+        self.subprotocol = subprotocol
+        #: The peer's address as given by the socket.
+        self.remote_address: Any = transport.get_extra_info("peername")
+        #: This side's address.
+        self.local_address: Any = transport.get_extra_info("sockname")
+        #: A short id that tells connections apart in logs.
+        self.id = conn_id or _next_id()
+        self.logger = _ConnLogger(
+            logger, {"conn_id": self.id, "remote": _format_address(self.remote_address)}
+        )
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self._max_queue = max_queue
+        self._messages: collections.deque[Data] = collections.deque()
+        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._send_lock: asyncio.Lock | None = None  # held during fragmented sends
+        self._lost = False
+        self._lost_fut: asyncio.Future[None] = self._loop.create_future()
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._keepalive_ping: bytes | None = None
+        self._keepalive_failed = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._fail_handle: asyncio.Handle | None = None
+        self._closed_exc: ConnectionClosed | None = None
+        #: Round-trip time of the last answered ping, in seconds.
+        self.latency: float | None = None
+        if ping_interval is not None:
+            self._keepalive_handle = self._loop.call_later(ping_interval, self._keepalive_tick)
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this is the client side."""
+        return self._core.is_client
+
+    @property
+    def state(self) -> State:
+        """CONNECTING, OPEN, CLOSING or CLOSED."""
+        return State.CLOSED if self._lost else self._core.state
+
+    @property
+    def open(self) -> bool:
+        """True while messages can be sent."""
+        return not self._lost and self._core.state is State.OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once the connection is closed (1006: closed abnormally)."""
+        if self._core.close_rcvd is not None:
+            return self._core.close_rcvd.code
+        if self._lost:
+            return self._closed_error().code
+        return None
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason, once the connection is closed."""
+        if self._core.close_rcvd is not None:
+            return self._core.close_rcvd.reason
+        if self._lost:
+            return self._closed_error().reason
+        return ""
+
+    def __repr__(self) -> str:
+        side = "client" if self.is_client else "server"
+        return f"<WebSocket {self.id} {side} {_format_address(self.remote_address)} {self.state.name}>"
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The exception that describes how the connection ended (or is ending)."""
+        if self._closed_exc is not None:
+            return self._closed_exc
+        core = self._core
+        rcvd = core.close_rcvd
+        sent_code = core.close_sent[0] if core.close_sent else None
+        exc: ConnectionClosed
+        if self._keepalive_failed:
+            exc = KeepaliveTimeout(self.ping_timeout or 0.0, self.latency)
+        elif rcvd is not None:
+            initiator = "local" if core.close_sent_first else "remote"
+            cls = ConnectionClosedOK if rcvd.code in (1000, 1001) else ConnectionClosedError
+            if core.failure is not None and core.close_sent_first:
+                cls = ConnectionClosedError
+            exc = cls(rcvd.code, rcvd.reason, initiator, sent_code)  # type: ignore[arg-type]
+        elif core.failure is not None:
+            exc = ConnectionClosedError(core.failure.code, core.failure.reason, "local", sent_code)
+        else:
+            initiator = "local" if core.close_sent is not None else "none"
+            exc = ConnectionClosedError(1006, "", initiator, sent_code)  # type: ignore[arg-type]
+        if self._lost:
+            self._closed_exc = exc
+        return exc
+
+    # --------------------------------------------------------- protocol input
+
+    def _feed(self, data: memoryview) -> None:
+        core = self._core
+        events = core.receive_data(data)
+        if core.outbox:
+            self._transport.write(b"".join(core.data_to_send()))
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes:
+                self._deliver(cast(Data, event))
+            elif kind is Pong:
+                self._on_pong(cast(Pong, event).payload)
+            elif kind is Ping:
+                pass
+            elif kind is CloseFrame:
+                self._on_closing()
+            elif kind is Failure:
+                err = cast(Failure, event).error
+                self.logger.info("failing connection with %d: %s", err.code, err.reason)
+                # Let the application answer the messages that came before the
+                # bad frame, then send the close frame: right after it has read
+                # them, or after one second at most.
+                if self._messages:
+                    self._fail_handle = self._loop.call_later(
+                        min(1.0, self.close_timeout), self._fail_now
+                    )
+                else:
+                    self._fail_handle = self._loop.call_soon(self._fail_now)
+
+    def _fail_now(self) -> None:
+        if self._fail_handle is not None:
+            self._fail_handle.cancel()
+            self._fail_handle = None
+        if not self._lost:
+            self._transport.write(self._core.send_failure_close())
+        self._on_closing()
+
+    def _deliver(self, message: Data) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None:
+            self._recv_waiter = None
+            if not waiter.done():
+                waiter.set_result(message)
+                return
+        self._messages.append(message)
+        if (
+            self._max_queue is not None
+            and len(self._messages) >= self._max_queue
+            and not self._reading_paused
+        ):
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _on_closing(self) -> None:
+        """A close frame arrived or the connection failed: no more messages."""
+        waiter = self._recv_waiter
+        if waiter is not None:
+            self._recv_waiter = None
+            if not waiter.done():
+                waiter.set_exception(self._closed_error())
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        self._cancel_keepalive()
+        core = self._core
+        if not core.is_client and (core.state is State.CLOSED or core.failure is not None):
+            # The server closes the TCP connection first (RFC 6455 7.1.1).
+            self._transport.close()
+        self._start_close_timer()
+
+    def _start_close_timer(self) -> None:
+        if self._close_timer is None and not self._lost:
+            self._close_timer = self._loop.call_later(self.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if not self._lost:
+            self.logger.info("closing handshake timed out after %g s; aborting", self.close_timeout)
+            self._transport.abort()
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._core.receive_eof()
+        self._cancel_keepalive()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if self._fail_handle is not None:
+            self._fail_handle.cancel()
+            self._fail_handle = None
+        closed = self._closed_error()
+        if exc is not None:
+            self.logger.debug("connection lost: %r", exc)
+        waiter = self._recv_waiter
+        self._recv_waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(closed)
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_exception(closed)
+        self._drain_waiters.clear()
+        for fut, _ in self._pings.values():
+            if not fut.done():
+                fut.set_exception(closed)
+        self._pings.clear()
+        if not self._lost_fut.done():
+            self._lost_fut.set_result(None)
+        # Futures failed here may never be awaited; mark their errors as seen.
+        for fut2 in (waiter,):
+            if fut2 is not None and fut2.done() and not fut2.cancelled():
+                fut2.exception()
+
+    def _pause_writing(self) -> None:
+        self._write_paused = True
+
+    def _resume_writing(self) -> None:
+        self._write_paused = False
+        waiters = self._drain_waiters
+        self._drain_waiters = []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -------------------------------------------------------------- receiving
+
+    async def recv(self, timeout: float | None = None) -> Data:
+        """Wait for the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`~wsline.errors.ConnectionClosed` once the connection is
+        closed and every received message was read, and :class:`TimeoutError`
+        when ``timeout`` seconds pass without a message (the connection stays open).
+        """
+        messages = self._messages
+        if messages:
+            message = messages.popleft()
+            if not messages and self._fail_handle is not None:
+                self._fail_handle.cancel()
+                self._fail_handle = self._loop.call_soon(self._fail_now)
+            if self._reading_paused and len(messages) <= (self._max_queue or 0) // 4:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            return message
+        core = self._core
+        if self._lost or core.close_rcvd is not None or core.failure is not None:
+            raise self._closed_error()
+        if self._recv_waiter is not None:
+            raise RuntimeError("recv() is already being awaited by another task")
+        waiter: asyncio.Future[Data] = self._loop.create_future()
+        self._recv_waiter = waiter
+        if timeout is None:
+            try:
+                return await waiter
+            finally:
+                if self._recv_waiter is waiter:
+                    self._recv_waiter = None
+        handle = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            handle.cancel()
+            if self._recv_waiter is waiter:
+                self._recv_waiter = None
+
+    async def recv_guarded(self, timeout: float | None = None) -> tuple[Data | None, bool]:
+        """Like :meth:`recv` but never raises: ``(message, True)`` or ``(None, False)``.
+
+        ``False`` means the connection is closed or broken, or ``timeout`` passed.
+        """
+        try:
+            return await self.recv(timeout), True
+        except (ConnectionClosed, TimeoutError, asyncio.TimeoutError):
+            return None, False
+        except Exception as exc:  # noqa: BLE001 - guarded by contract
+            self.logger.debug("recv_guarded: %r", exc)
+            return None, False
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedOK:
+                return
+
+    # ---------------------------------------------------------------- sending
+
+    def _write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def _send_error(self) -> ConnectionClosed:
+        return self._closed_error()
+
+    async def send(
+        self,
+        message: Sendable | Iterable[Sendable] | AsyncIterable[Sendable],
+        *,
+        compress: bool | None = None,
+    ) -> None:
+        """Send a message: ``str`` as text; ``bytes``, ``bytearray`` or ``memoryview`` as binary.
+
+        An iterable or async iterable of such pieces is sent as one fragmented
+        message (all pieces of one kind). ``compress=False`` sends this message
+        uncompressed even when compression was negotiated. Waits while the
+        outgoing buffer is above its high-water mark.
+        """
+        if self._send_lock is not None and self._send_lock.locked():
+            async with self._send_lock:
+                pass
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            if self._lost:
+                raise self._send_error()
+            try:
+                data = self._core.send_message(message, compress=compress)
+            except InvalidState:
+                raise self._send_error() from None
+            self._transport.write(data)
+        elif isinstance(message, AsyncIterable) or isinstance(message, Iterable):
+            await self._send_fragments(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; use str or a bytes-like object")
+        if self._write_paused:
+            await self._drain()
+
+    async def _send_fragments(self, pieces: Iterable[Sendable] | AsyncIterable[Sendable]) -> None:
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+        async with self._send_lock:
+            first = True
+            previous: Sendable | None = None
+            async for piece in _aiter(pieces):
+                if not isinstance(piece, (str, bytes, bytearray, memoryview)):
+                    raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+                if previous is not None:
+                    if isinstance(previous, str) != isinstance(piece, str):
+                        raise TypeError("all fragments of a message must be str, or all bytes-like")
+                    self._write_fragment(previous, False, first)
+                    first = False
+                    if self._write_paused:
+                        await self._drain()
+                previous = piece
+            if previous is not None:
+                self._write_fragment(previous, True, first)
+
+    def _write_fragment(self, piece: Sendable, fin: bool, first: bool) -> None:
+        if self._lost:
+            raise self._send_error()
+        opcode = (1 if isinstance(piece, str) else 2) if first else 0
+        payload = piece.encode("utf-8") if isinstance(piece, str) else piece
+        try:
+            data = self._core.send_frame(opcode, payload, fin)
+        except InvalidState:
+            raise self._send_error() from None
+        self._transport.write(data)
+
+    async def send_guarded(self, message: Sendable, *, compress: bool | None = None) -> bool:
+        """Like :meth:`send` but never raises: ``True`` when the message was handed to the transport."""
+        try:
+            await self.send(message, compress=compress)
+            return True
+        except ConnectionClosed:
+            return False
+        except Exception as exc:  # noqa: BLE001 - guarded by contract
+            self.logger.debug("send_guarded: %r", exc)
+            return False
+
+    async def _drain(self) -> None:
+        if self._lost:
+            raise self._send_error()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._drain_waiters.append(fut)
+        await fut
+
+    # ------------------------------------------------------------- ping / pong
+
+    def ping(self, data: str | bytes | None = None) -> Awaitable[float]:
+        """Send a ping; the returned awaitable resolves with the round-trip time in seconds.
+
+        ``data`` is the ping payload (random 4 bytes by default, at most 125 bytes).
+        """
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            if payload in self._pings:
+                raise ValueError("a ping with this payload is already waiting for its pong")
+        if self._lost:
+            raise self._send_error()
+        try:
+            frame = self._core.send_ping(payload)
+        except InvalidState:
+            raise self._send_error() from None
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pings[payload] = (fut, time.monotonic())
+        self._transport.write(frame)
+        return fut
+
+    async def pong(self, data: str | bytes = b"") -> None:
+        """Send an unsolicited pong (a unidirectional heartbeat)."""
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if self._lost:
+            raise self._send_error()
+        try:
+            self._transport.write(self._core.send_pong(payload))
+        except InvalidState:
+            raise self._send_error() from None
+
+    def _on_pong(self, payload: bytes) -> None:
+        pings = self._pings
+        if payload not in pings:
+            return
+        now = time.monotonic()
+        # A pong answers its ping and every ping sent before it (RFC 6455 5.5.3).
+        for key in list(pings):
+            fut, sent = pings.pop(key)
+            if not fut.done():
+                fut.set_result(now - sent)
+            if key == payload:
+                self.latency = now - sent
+                break
+        if payload == self._keepalive_ping:
+            self._keepalive_ping = None
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
+            if self.ping_interval is not None and not self._lost:
+                self._keepalive_handle = self._loop.call_later(self.ping_interval, self._keepalive_tick)
+
+    def _keepalive_tick(self) -> None:
+        self._keepalive_handle = None
+        if not self.open:
+            return
+        try:
+            fut = self.ping()
+        except ConnectionClosed:
+            return
+        cast(asyncio.Future[float], fut).add_done_callback(_consume_result)
+        for key, (f, _) in self._pings.items():
+            if f is fut:
+                self._keepalive_ping = key
+        if self.ping_timeout is not None:
+            self._keepalive_handle = self._loop.call_later(self.ping_timeout, self._keepalive_expired)
+
+    def _keepalive_expired(self) -> None:
+        self._keepalive_handle = None
+        if self._lost:
+            return
+        self.logger.info("no pong within %g s: closing the connection", self.ping_timeout)
+        self._keepalive_failed = True
+        if self._core.close_sent is None:
+            try:
+                self._transport.write(self._core.send_close(1011, "keepalive ping timeout"))
+            except Exception:  # pragma: no cover - defensive  # noqa: BLE001
+                pass
+        self._on_closing()
+        self._transport.abort()
+
+    def _cancel_keepalive(self) -> None:
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+
+    # ------------------------------------------------------------------ close
+
+    async def close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
+        """Run the closing handshake and wait until the TCP connection is closed.
+
+        Waits ``timeout`` seconds (default ``close_timeout``) for the peer's
+        close frame and the end of the connection, then aborts. Never raises
+        because the connection is already closed.
+        """
+        if not self._lost:
+            core = self._core
+            if core.close_sent is None:
+                if core.failure is not None:
+                    data = core.send_failure_close()  # the protocol error's code wins
+                else:
+                    data = core.send_close(code, reason)
+                self._transport.write(data)
+            if core.state is State.CLOSED and not core.is_client:
+                self._transport.close()
+            if self._close_timer is None:
+                self._close_timer = self._loop.call_later(
+                    self.close_timeout if timeout is None else timeout, self._close_timed_out
+                )
+        await asyncio.shield(self._lost_fut)
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self._lost_fut)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake."""
+        if not self._lost:
+            self._transport.abort()
+
+
+async def _aiter(pieces: Iterable[Sendable] | AsyncIterable[Sendable]) -> AsyncIterator[Sendable]:
+    if isinstance(pieces, AsyncIterable):
+        async for piece in pieces:
+            yield piece
+    else:
+        for piece in pieces:
+            yield piece
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("recv() timed out"))
+
+
+def _consume_result(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class ProtocolBase(asyncio.BufferedProtocol):
+    """Moves bytes between an asyncio transport and a :class:`WebSocket`."""
+
+    transport: asyncio.Transport | None = None
+    ws: WebSocket | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _shared_read_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        ws = self.ws
+        data = _shared_read_buffer()[:nbytes]
+        if ws is not None:
+            ws._feed(data)
+        else:
+            self.handshake_data(data)
+
+    def handshake_data(self, data: memoryview) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def pause_writing(self) -> None:
+        if self.ws is not None:
+            self.ws._pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.ws is not None:
+            self.ws._resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ws is not None:
+            self.ws._connection_lost(exc)

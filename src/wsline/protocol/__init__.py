@@ -1,0 +1,1 @@
+"""The sans-I/O protocol core: no sockets, no asyncio, no clocks."""
