@@ -22,7 +22,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, stop.cancel)
     async with wsline.serve(
         echo_handler,
         "127.0.0.1",
@@ -34,7 +34,10 @@ async def main() -> None:
         server_header="wsline",
     ):
         print(f"compliance echo server on ws://127.0.0.1:{args.port}", flush=True)
-        await stop
+        try:
+            await stop
+        except asyncio.CancelledError:
+            pass
 
 
 if __name__ == "__main__":

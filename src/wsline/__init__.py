@@ -16,7 +16,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .aio.client import connect
+from .aio.connection import Data, WebSocket
+from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve
+from .errors import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
@@ -31,12 +34,9 @@ from .errors import (  # noqa: E402
     ProtocolError,
     WebSocketError,
 )
-from .protocol.connection import State  # noqa: E402
-from .protocol.deflate import DeflateConfig  # noqa: E402
-from .protocol.handshake import Headers, Request, Response  # noqa: E402
-from .aio.connection import Data, WebSocket  # noqa: E402
-from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve  # noqa: E402
-from .aio.client import connect  # noqa: E402
+from .protocol.connection import State
+from .protocol.deflate import DeflateConfig
+from .protocol.handshake import Headers, Request, Response
 
 __all__ = [
     "__version__",

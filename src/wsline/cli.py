@@ -29,7 +29,7 @@ async def echo_handler(ws: WebSocket) -> None:
 
 
 def _page(name: str) -> bytes:
-    return resources.files("wsline").joinpath("static", name).read_bytes()
+    return resources.files("wsline").joinpath("static").joinpath(name).read_bytes()
 
 
 def _echo_page(request: Request) -> Response | None:
@@ -37,8 +37,11 @@ def _echo_page(request: Request) -> Response | None:
     if request.is_upgrade:
         return None
     if request.path not in ("/", "/index.html"):
-        return Response(404, headers=Headers([("Content-Type", "text/plain"), ("Content-Length", "10")]),
-                        body=b"not found\n")
+        return Response(
+            404,
+            headers=Headers([("Content-Type", "text/plain"), ("Content-Length", "10")]),
+            body=b"not found\n",
+        )
     body = _page("echo.html")
     headers = Headers(
         [
@@ -51,11 +54,16 @@ def _echo_page(request: Request) -> Response | None:
     return Response(200, headers=headers, body=body if request.method != "HEAD" else b"")
 
 
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def _run_echo(args: argparse.Namespace) -> int:
     stop = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, _set_done, stop)
     max_size = None if args.max_size == 0 else args.max_size
     async with serve(
         echo_handler,
@@ -68,8 +76,11 @@ async def _run_echo(args: argparse.Namespace) -> int:
         ping_interval=None if args.no_ping else 20.0,
     ) as server:
         host = args.host if ":" not in args.host else f"[{args.host}]"
-        print(f"wsline {__version__} echo server on ws://{host}:{server.port}/ "
-              f"(page at http://{host}:{server.port}/); Ctrl-C stops it", flush=True)
+        print(
+            f"wsline {__version__} echo server on ws://{host}:{server.port}/ "
+            f"(page at http://{host}:{server.port}/); Ctrl-C stops it",
+            flush=True,
+        )
         await stop
         print("shutting down", flush=True)
     return 0
@@ -84,16 +95,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo = sub.add_parser("echo", help="run an echo server (with a demo page at /)")
     echo.add_argument("--host", default="127.0.0.1")
     echo.add_argument("--port", type=int, default=8000)
-    echo.add_argument("--subprotocol", action="append", metavar="NAME",
-                      help="select NAME when the client offers it (repeatable)")
-    echo.add_argument("--max-size", type=int, default=2**20, metavar="BYTES",
-                      help="largest message accepted (0: no limit; default 1 MiB)")
+    echo.add_argument(
+        "--subprotocol",
+        action="append",
+        metavar="NAME",
+        help="select NAME when the client offers it (repeatable)",
+    )
+    echo.add_argument(
+        "--max-size",
+        type=int,
+        default=2**20,
+        metavar="BYTES",
+        help="largest message accepted (0: no limit; default 1 MiB)",
+    )
     echo.add_argument("--no-compression", action="store_true", help="decline permessage-deflate")
     echo.add_argument("--no-page", action="store_true", help="do not serve the demo page on /")
     echo.add_argument("--no-ping", action="store_true", help="no keepalive pings")
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "echo":
             return asyncio.run(_run_echo(args))

@@ -12,10 +12,10 @@ from ..errors import InvalidHandshake, InvalidStatus
 from ..protocol import deflate as pmd
 from ..protocol.connection import Connection
 from ..protocol.handshake import (
+    WSURI,
     Headers,
     Request,
     Response,
-    WSURI,
     build_request,
     check_response,
     generate_key,
@@ -102,7 +102,7 @@ class _ClientProtocol(ProtocolBase):
         super().connection_lost(exc)
 
 
-class connect:  # noqa: N801 - used like a function
+class connect:
     """Open a client connection: ``async with connect(uri) as ws`` or ``ws = await connect(uri)``.
 
     ``subprotocols`` are offered in order; the server's choice is checked.
@@ -223,7 +223,9 @@ class connect:  # noqa: N801 - used like a function
                     **kwargs,
                 )
         except ssl_module.SSLCertVerificationError as exc:
-            raise InvalidHandshake(f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}") from exc
+            raise InvalidHandshake(
+                f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}"
+            ) from exc
         try:
             response, rest = await protocol.done
         except BaseException:

@@ -233,9 +233,7 @@ class WebSocket:
                 # bad frame, then send the close frame: right after it has read
                 # them, or after one second at most.
                 if self._messages:
-                    self._fail_handle = self._loop.call_later(
-                        min(1.0, self.close_timeout), self._fail_now
-                    )
+                    self._fail_handle = self._loop.call_later(min(1.0, self.close_timeout), self._fail_now)
                 else:
                     self._fail_handle = self._loop.call_soon(self._fail_now)
 
@@ -307,20 +305,17 @@ class WebSocket:
         self._recv_waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(closed)
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_exception(closed)
+        for drain in self._drain_waiters:
+            if not drain.done():
+                drain.set_exception(closed)
         self._drain_waiters.clear()
-        for fut, _ in self._pings.values():
-            if not fut.done():
-                fut.set_exception(closed)
+        for ping, _ in self._pings.values():
+            if not ping.done():
+                ping.set_exception(closed)
+                ping.exception()  # nobody may await it: do not log "never retrieved"
         self._pings.clear()
         if not self._lost_fut.done():
             self._lost_fut.set_result(None)
-        # Futures failed here may never be awaited; mark their errors as seen.
-        for fut2 in (waiter,):
-            if fut2 is not None and fut2.done() and not fut2.cancelled():
-                fut2.exception()
 
     def _pause_writing(self) -> None:
         self._write_paused = True

@@ -30,7 +30,7 @@ __all__ = ["serve", "Server", "ServerError", "ConnectionInfo", "ErrorChannel"]
 logger = logging.getLogger("wsline.server")
 
 Handler = Callable[[WebSocket], Awaitable[Any]]
-ProcessRequest = Callable[[Request], Union[Response, None, Awaitable[Union[Response, None]]]]
+ProcessRequest = Callable[[Request], Union[Response, Awaitable[Union[Response, None]], None]]
 SelectSubprotocol = Callable[[Request, Sequence[str]], Union[str, None]]
 
 
@@ -308,7 +308,8 @@ class _ServerProtocol(ProtocolBase):
             ws.logger.debug("handler ended by closed connection: %s", exc)
         except asyncio.CancelledError:
             ws.logger.debug("handler cancelled")
-            ws.abort() if server._closing else None
+            if server._closing:
+                ws.abort()
             raise
         except Exception as exc:
             ws.logger.error("handler failed: %r", exc, exc_info=True)
@@ -339,7 +340,7 @@ class Server:
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets."""
-        return tuple(self._server.sockets) if self._server is not None else ()  # type: ignore[arg-type]
+        return tuple(self._server.sockets) if self._server is not None else ()
 
     @property
     def ports(self) -> list[int]:
@@ -351,7 +352,9 @@ class Server:
         """The first bound TCP port (handy with ``port=0``)."""
         return self.ports[0]
 
-    async def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float | None = None) -> None:
+    async def close(
+        self, code: int = 1001, reason: str = "server shutting down", timeout: float | None = None
+    ) -> None:
         """Stop accepting, close every connection with ``code`` (1001), wait for handlers.
 
         Handlers still running ``timeout`` seconds (default ``close_timeout``) after
@@ -499,10 +502,10 @@ def serve(
             server._server = await loop.create_server(
                 lambda: _ServerProtocol(server),
                 host,
-                port,
+                port or 0,
                 ssl=ssl,
                 backlog=backlog,
-                reuse_port=reuse_port,
+                reuse_port=reuse_port or None,
             )
         for s in server.sockets:
             logger.info("listening on %s", s.getsockname())

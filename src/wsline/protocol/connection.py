@@ -20,7 +20,6 @@ from ..errors import InvalidPayload, PayloadTooBig, ProtocolError
 from . import frames as _frames
 from .frames import (
     MaskSource,
-    Opcode,
     build_close_payload,
     header_bytes,
     parse_close_payload,
@@ -417,9 +416,7 @@ class Connection:
 
     # -------------------------------------------------------------------- sending
 
-    def _frame_bytes(
-        self, opcode: int, payload: BytesLike, fin: bool = True, rsv1: bool = False
-    ) -> bytes:
+    def _frame_bytes(self, opcode: int, payload: BytesLike, fin: bool = True, rsv1: bool = False) -> bytes:
         masks = self._masks
         if masks is None:
             head = header_bytes(opcode, len(payload), fin, rsv1, False)

@@ -356,7 +356,9 @@ def check_request(request: Request) -> str:
         )
     keys = headers.get_all("Sec-WebSocket-Key")
     if len(keys) != 1:
-        raise HandshakeRejected(400, "missing Sec-WebSocket-Key header" if not keys else "more than one Sec-WebSocket-Key")
+        raise HandshakeRejected(
+            400, "missing Sec-WebSocket-Key header" if not keys else "more than one Sec-WebSocket-Key"
+        )
     key = keys[0]
     try:
         raw = base64.b64decode(key.encode("ascii"), validate=True)
