@@ -172,13 +172,18 @@ class Connection:
             if pos:
                 del buf[:pos]
         else:
-            if not isinstance(data, memoryview):
-                data = memoryview(data)
-            with data as view:
+            if isinstance(data, memoryview):
+                view = data if data.itemsize == 1 else data.cast("B")
                 n = len(view)
                 pos = self._parse(view, n, events)
                 if pos < n and not self._stopped:
                     self._buf += view[pos:]
+            else:
+                with memoryview(data) as view:
+                    n = len(view)
+                    pos = self._parse(view, n, events)
+                    if pos < n and not self._stopped:
+                        self._buf += view[pos:]
         if self._stopped:
             self._buf = bytearray()
         return events
@@ -417,6 +422,8 @@ class Connection:
     # -------------------------------------------------------------------- sending
 
     def _frame_bytes(self, opcode: int, payload: BytesLike, fin: bool = True, rsv1: bool = False) -> bytes:
+        if type(payload) is memoryview:
+            payload = _frames.as_bytes_view(payload)
         masks = self._masks
         if masks is None:
             head = header_bytes(opcode, len(payload), fin, rsv1, False)
@@ -437,7 +444,7 @@ class Connection:
             payload: BytesLike = message.encode("utf-8")
         else:
             opcode = 2
-            payload = message
+            payload = _frames.as_bytes_view(message) if type(message) is memoryview else message
         deflate = self.deflate
         if deflate is not None and compress is not False:
             if compress or len(payload) >= self.compress_threshold:
@@ -468,7 +475,7 @@ class Connection:
 
         Returns ``b""`` when a close frame was already sent.
         """
-        if self.close_sent is not None:
+        if self.close_sent is not None or self.state is State.CLOSED:
             return b""
         payload = build_close_payload(code, reason)
         self.close_sent = (code if code is not None else 1005, reason)

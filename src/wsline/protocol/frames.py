@@ -57,6 +57,15 @@ def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
 apply_mask = _apply_mask_py
 
 
+def as_bytes_view(view: memoryview) -> memoryview | bytes:
+    """A flat byte view of ``view`` (a copy only when it is not contiguous)."""
+    if not view.c_contiguous:
+        return view.tobytes()
+    if view.itemsize != 1 or view.ndim != 1:
+        return view.cast("B")
+    return view
+
+
 def header_bytes(opcode: int, length: int, fin: bool, rsv1: bool, masked: bool) -> bytes:
     """Encode a frame header (without the masking key)."""
     b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
@@ -80,6 +89,8 @@ def build_frame(
 
     The caller's ``payload`` is never modified.
     """
+    if type(payload) is memoryview:
+        payload = as_bytes_view(payload)
     length = len(payload)
     head = header_bytes(opcode, length, fin, rsv1, mask is not None)
     if mask is not None:

@@ -263,6 +263,7 @@ def parse_uri(uri: str) -> WSURI:
 
 
 def _parse_header_lines(lines: list[bytes], max_count: int) -> Headers:
+    lines = [line for line in lines if line]
     if len(lines) > max_count:
         raise HandshakeRejected(431, f"more than {max_count} header lines")
     items: list[tuple[str, str]] = []
