@@ -1,0 +1,76 @@
+# wsline developer tasks. Every target sets up what it needs in .venv (created
+# with python3 -m venv); the installs are keyed on pyproject.toml through stamp
+# files, so a second run installs nothing.
+#
+#   make demo        echo server with a demo page (HOST=127.0.0.1 PORT=8000)
+#   make test        ruff + mypy + pytest (whole tests/, Autobahn runs included)
+#   make lint        ruff + mypy only
+#   make autobahn    only the Autobahn|Testsuite runs (FULL=1: with 12.x/13.x)
+#   make venv        create/update .venv with the test extras, nothing else
+#   make clean       remove .venv, .autobahn/ reports, caches and build output
+#
+# Variables: HOST, PORT (demo); PYTEST_ARGS (extra pytest arguments);
+# FULL=1 (autobahn, also honoured by test); PYTHON3 (interpreter for the venv).
+
+HOST = 127.0.0.1
+PORT = 8000
+PYTHON3 = python3
+PYTEST_ARGS =
+FULL = 1
+
+VENV = .venv
+PY = $(VENV)/bin/python
+PIP = $(PY) -m pip --disable-pip-version-check
+STAMP_BASE = $(VENV)/.stamp-install
+STAMP_TEST = $(VENV)/.stamp-install-test
+
+# WSLINE_AUTOBAHN_FULL=1 runs the compression groups too (about 10 min per side).
+AUTOBAHN_ENV = $(if $(filter 1,$(FULL)),WSLINE_AUTOBAHN_FULL=1,)
+
+.PHONY: demo test lint autobahn venv clean help
+.DEFAULT_GOAL := help
+
+help:
+	@sed -n '4,13p' Makefile | sed 's/^# \{0,1\}//'
+
+$(PY):
+	$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+
+# wsline itself (editable): enough for the demo.
+$(STAMP_BASE): pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	touch $@
+
+# wsline with the test extras; also satisfies the base install.
+$(STAMP_TEST): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[test]'
+	touch $@ $(STAMP_BASE)
+
+venv: $(STAMP_TEST)
+
+demo: $(STAMP_BASE)
+	$(PY) -m wsline echo --host $(HOST) --port $(PORT)
+
+lint: $(STAMP_TEST)
+	@rc=0; \
+	echo "== ruff check src tests compliance"; $(VENV)/bin/ruff check src tests compliance || rc=1; \
+	echo "== mypy"; $(VENV)/bin/mypy || rc=1; \
+	exit $$rc
+
+# All three steps run even when one fails (so pytest's summary is always
+# there); the exit status is non-zero if any of them failed.
+test: $(STAMP_TEST)
+	@rc=0; ruff=ok; mypy=ok; pytest=ok; \
+	echo "== ruff check src tests compliance"; $(VENV)/bin/ruff check src tests compliance || { rc=1; ruff=FAILED; }; \
+	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
+	echo "== pytest $(PYTEST_ARGS)"; $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pytest=FAILED; }; \
+	echo "== make test: ruff $$ruff, mypy $$mypy, pytest $$pytest"; \
+	exit $$rc
+
+autobahn: $(STAMP_TEST)
+	$(AUTOBAHN_ENV) $(PY) -m pytest -v -s tests/test_autobahn.py $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .autobahn build dist .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print \
+		| xargs -r rm -rf

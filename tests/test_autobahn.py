@@ -1,0 +1,306 @@
+"""Autobahn|Testsuite conformance runs, server side and client side, from pytest.
+
+The suite (wstest, Python 2.7) is installed by ``../shared/autobahn/setup.sh``
+(or ``$WSLINE_AUTOBAHN_DIR/setup.sh``) into /opt/py27; this module calls that
+script and the run scripts beside it, and never skips: a missing suite is a
+failure.
+
+Both sides run at the same time (two wstest processes, one per CPU):
+
+* server side: ``python -m compliance.server PORT`` is tested by
+  ``run-fuzzingclient.sh ws://127.0.0.1:PORT OUTDIR``;
+* client side: ``run-fuzzingserver.sh PORT2 OUTDIR2 -- python -m compliance.client``.
+
+By default the compression groups 12.x/13.x are left out (301 cases, about
+30 s); ``WSLINE_AUTOBAHN_FULL=1`` runs all 517 (about 10 min per side).
+Reports and summaries go to ``<repo>/.autobahn/<selection>/`` (gitignored):
+``server/`` and ``client/`` (wstest's index.html, per-case reports, logs) and
+``{server,client}-summary.{txt,json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / ".autobahn"
+
+FULL = os.environ.get("WSLINE_AUTOBAHN_FULL", "") == "1"
+SELECTION = "full" if FULL else "no-compression"
+EXCLUDE = "" if FULL else "12.*,13.*"
+# Cases in wstest 25.10.1 (pinned by setup.sh): 517 in all, 301 without 12.x/13.x.
+EXPECTED_CASES = 517 if FULL else 301
+# Overall limits (seconds): wstest's own (AUTOBAHN_TIMEOUT), then ours on top of it.
+WSTEST_TIMEOUT = 1300 if FULL else 300
+RUN_DEADLINE = WSTEST_TIMEOUT + 60
+
+# Anything but these, in behavior or behaviorClose, fails the gate
+# (FAILED, NON-STRICT, WRONG CODE, UNCLEAN, FAILED BY CLIENT, UNIMPLEMENTED, ...).
+ACCEPTED = {"OK", "INFORMATIONAL"}
+FAIL_ON = "FAILED,NON-STRICT,WRONG CODE,UNCLEAN,FAILED BY CLIENT,UNIMPLEMENTED"
+SCRIPTS = ("setup.sh", "run-fuzzingclient.sh", "run-fuzzingserver.sh", "summarize.py")
+
+
+def autobahn_dir() -> Path | None:
+    env = os.environ.get("WSLINE_AUTOBAHN_DIR")
+    candidate = Path(env) if env else REPO.parent / "shared" / "autobahn"
+    if all((candidate / name).is_file() for name in SCRIPTS):
+        return candidate.resolve()
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def child_env() -> dict[str, str]:
+    """Environment for the drivers: this interpreter's wsline from src/, compliance/ from the repo."""
+    env = dict(os.environ)
+    paths = [str(REPO / "src"), str(REPO)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["AUTOBAHN_EXCLUDE"] = EXCLUDE
+    env["AUTOBAHN_TIMEOUT"] = str(WSTEST_TIMEOUT)
+    env["AUTOBAHN_AGENT"] = "wsline"
+    return env
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a process started in its own session, and everything it started."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@dataclass
+class SideResult:
+    side: str  # "server" or "client"
+    outdir: Path
+    log: Path
+    rc: int | None = None
+    summary_text: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Runs:
+    error: str | None = None
+    sides: dict[str, SideResult] = field(default_factory=dict)
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def summarize(ab: Path, result: SideResult, out: Path) -> None:
+    """summarize.py's report (printed and saved) plus our own reading of index.json."""
+    json_file = out / f"{result.side}-summary.json"
+    proc = subprocess.run(
+        [sys.executable, str(ab / "summarize.py"), str(result.outdir), "--fail-on", FAIL_ON,
+         "--json", str(json_file), "--all-ids"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    header = (
+        f"Autobahn|Testsuite, wsline {result.side} side, {SELECTION} "
+        f"(AUTOBAHN_EXCLUDE={EXCLUDE!r}), run script exit status {result.rc}\n"
+    )
+    result.summary_text = header + proc.stdout + proc.stderr
+    (out / f"{result.side}-summary.txt").write_text(result.summary_text)
+    if json_file.is_file():
+        result.summary = json.loads(json_file.read_text())
+
+    index = result.outdir / "index.json"
+    if not index.is_file():
+        result.problems.append(f"no {index}: wstest wrote no report; log {result.log}:\n{tail(result.log)}")
+        return
+    agents: dict[str, dict[str, dict[str, Any]]] = json.loads(index.read_text())
+    if len(agents) != 1:
+        result.problems.append(f"expected one agent in {index}, found {sorted(agents)}")
+    for agent_cases in agents.values():
+        result.cases.update(agent_cases)
+
+    if len(result.cases) != EXPECTED_CASES:
+        result.problems.append(f"{len(result.cases)} cases ran, expected {EXPECTED_CASES}")
+    bad = [
+        (case_id, info)
+        for case_id, info in sorted(result.cases.items(), key=lambda kv: case_key(kv[0]))
+        if info.get("behavior") not in ACCEPTED or info.get("behaviorClose") not in ACCEPTED
+    ]
+    if bad:
+        lines = [
+            f"  {case_id:<10} behavior={info.get('behavior')!s:<14} "
+            f"behaviorClose={info.get('behaviorClose')!s:<14} remoteCloseCode={info.get('remoteCloseCode')}"
+            for case_id, info in bad
+        ]
+        result.problems.append(
+            f"{len(bad)} case(s) not OK/INFORMATIONAL (reports in {result.outdir}):\n" + "\n".join(lines)
+        )
+    if result.rc != 0:
+        result.problems.append(
+            f"run script exited with status {result.rc}; log {result.log}:\n{tail(result.log)}"
+        )
+    if proc.returncode != 0:
+        result.problems.append(f"summarize.py --fail-on {FAIL_ON!r} exited with {proc.returncode}")
+
+
+def case_key(case_id: str) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in case_id.split(".")]
+
+
+def run_both(ab: Path) -> Runs:
+    runs = Runs()
+    out = RESULTS / SELECTION
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    setup_log = out / "setup.log"
+    with setup_log.open("wb") as f:
+        setup = subprocess.run(["bash", str(ab / "setup.sh")], stdout=f, stderr=subprocess.STDOUT,
+                               timeout=900, check=False)
+    if setup.returncode != 0:
+        runs.error = (
+            f"{ab}/setup.sh failed with status {setup.returncode} (it installs wstest into /opt/py27 "
+            f"and needs root, apt and PyPI); log {setup_log}:\n{tail(setup_log, 40)}"
+        )
+        return runs
+
+    env = child_env()
+    server = SideResult("server", out / "server", out / "server-run.log")
+    client = SideResult("client", out / "client", out / "client-run.log")
+    runs.sides = {"server": server, "client": client}
+    echo: subprocess.Popen[bytes] | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = []
+    try:
+        port, port2 = free_port(), free_port()
+        while port2 == port:
+            port2 = free_port()
+        echo_log = (out / "echo-server.log").open("wb")
+        logs.append(echo_log)
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "compliance.server", str(port)],
+            cwd=REPO, env=env, stdout=echo_log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if not wait_listening(port, echo, timeout=30):
+            runs.error = (
+                f"compliance.server did not listen on 127.0.0.1:{port} "
+                f"(exit status {echo.poll()}); log:\n{tail(out / 'echo-server.log')}"
+            )
+            return runs
+
+        commands = {
+            "server": ["bash", str(ab / "run-fuzzingclient.sh"), f"ws://127.0.0.1:{port}",
+                       str(server.outdir)],
+            "client": ["bash", str(ab / "run-fuzzingserver.sh"), str(port2), str(client.outdir), "--",
+                       sys.executable, "-m", "compliance.client"],
+        }
+        for side, cmd in commands.items():
+            log = runs.sides[side].log.open("wb")
+            logs.append(log)
+            procs[side] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+        deadline = time.monotonic() + RUN_DEADLINE
+        for side, proc in procs.items():
+            try:
+                runs.sides[side].rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                runs.sides[side].problems.append(f"still running after {RUN_DEADLINE} s; stopped")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+        stop(echo)
+        for log in logs:
+            log.close()
+
+    if echo is not None and echo.returncode not in (0, -signal.SIGTERM):
+        server.problems.append(
+            f"compliance.server exited with status {echo.returncode}; log:\n{tail(out / 'echo-server.log')}"
+        )
+    for result in runs.sides.values():
+        summarize(ab, result, out)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def autobahn() -> Runs:
+    ab = autobahn_dir()
+    if ab is None:
+        where = os.environ.get("WSLINE_AUTOBAHN_DIR") or str(REPO.parent / "shared" / "autobahn")
+        return Runs(
+            error=f"Autobahn|Testsuite scripts not found at {where} (expected {', '.join(SCRIPTS)}): "
+            "put the shared/ folder beside the repository or set WSLINE_AUTOBAHN_DIR. "
+            "This check is never skipped."
+        )
+    return run_both(ab)
+
+
+def check(runs: Runs, side: str) -> None:
+    if runs.error:
+        pytest.fail(runs.error, pytrace=False)
+    result = runs.sides[side]
+    print(result.summary_text)
+    if result.problems:
+        pytest.fail(
+            f"Autobahn {side} side ({SELECTION}): " + "\n".join(result.problems)
+            + f"\nsummary: {RESULTS / SELECTION / (side + '-summary.txt')}",
+            pytrace=False,
+        )
+
+
+@pytest.mark.timeout(1500)
+def test_autobahn_server(autobahn: Runs) -> None:
+    """wstest fuzzingclient against compliance.server (wsline.serve)."""
+    check(autobahn, "server")
+
+
+@pytest.mark.timeout(1500)
+def test_autobahn_client(autobahn: Runs) -> None:
+    """compliance.client (wsline.connect) against wstest fuzzingserver."""
+    check(autobahn, "client")
