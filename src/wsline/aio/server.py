@@ -31,6 +31,7 @@ logger = logging.getLogger("wsline.server")
 
 Handler = Callable[[WebSocket], Awaitable[Any]]
 ProcessRequest = Callable[[Request], Union[Response, Awaitable[Union[Response, None]], None]]
+HttpHandler = Callable[[Request], Union[Response, Awaitable[Response]]]
 SelectSubprotocol = Callable[[Request, Sequence[str]], Union[str, None]]
 
 
@@ -126,135 +127,337 @@ class _Options:
     write_limit: int
     deflate: pmd.DeflateConfig | None
     max_header_size: int
+    max_body_size: int
+    max_connections_per_client: int | None
+    http_handler: HttpHandler | None
+    check_upgrade: Callable[[Request], Response | None] | None
     server_header: str | None
 
 
+class _Disconnected(Exception):
+    """The client went away before a complete request arrived."""
+
+
 class _ServerProtocol(ProtocolBase):
+    """One server connection: HTTP/1.1 requests until an upgrade, then WebSocket."""
+
     def __init__(self, server: Server) -> None:
         self.server = server
         self.opts = server._opts
         self.conn_id = _next_id()
-        self._head = bytearray()
-        self._head_fut: asyncio.Future[bytes] | None = None
+        self._inbuf = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = False
+        self._eof = False
+        self._client_ip: str | None = None
         self.request: Request | None = None
+        self.remote_address: Any = None
+
+    # ------------------------------------------------------------ transport side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         set_nodelay(transport)
         transport.set_write_buffer_limits(high=self.opts.write_limit)
+        self.remote_address = transport.get_extra_info("peername")
+        server = self.server
+        server._protocols.add(self)
         loop = asyncio.get_running_loop()
-        self._head_fut = loop.create_future()
-        if self.opts.open_timeout is not None:
-            self._timer = loop.call_later(self.opts.open_timeout, self._open_timed_out)
-        self.server._protocols.add(self)
+        limit = self.opts.max_connections_per_client
+        if limit is not None and isinstance(self.remote_address, tuple):
+            ip = str(self.remote_address[0])
+            count = server._per_client.get(ip, 0)
+            if count >= limit:
+                logger.info("[%s] refused: %s has %d connections open", self.conn_id, ip, count)
+                self._respond(reject_response(429, f"too many connections from {ip}\n"))
+                return
+            server._per_client[ip] = count + 1
+            self._client_ip = ip
         self._task = loop.create_task(self._run())
 
-    def _open_timed_out(self) -> None:
-        self._timer = None
-        if self.ws is None and self.transport is not None and not self._lost:
-            logger.info("[%s] opening handshake timed out", self.conn_id)
-            self._respond(reject_response(408, "opening handshake timed out\n"))
-
     def handshake_data(self, data: memoryview) -> None:
-        head = self._head
-        scan_from = max(0, len(head) - 3)
-        head += data
-        fut = self._head_fut
-        if fut is None or fut.done():
-            if len(head) > self.opts.max_header_size + 65536:
-                self.transport.abort()  # type: ignore[union-attr]
+        self._inbuf += data
+        if len(self._inbuf) > self.opts.max_header_size + 65536 and self.transport is not None:
+            self.transport.pause_reading()  # _wait_data resumes when more is needed
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._cancel_timer()
+        self._wake()
+        server = self.server
+        server._protocols.discard(self)
+        if self._client_ip is not None:
+            left = server._per_client.get(self._client_ip, 1) - 1
+            if left > 0:
+                server._per_client[self._client_ip] = left
+            else:
+                server._per_client.pop(self._client_ip, None)
+            self._client_ip = None
+        super().connection_lost(exc)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _start_timer(self, first: bool) -> None:
+        self._cancel_timer()
+        if self.opts.open_timeout is not None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.opts.open_timeout, self._timed_out, first
+            )
+
+    def _timed_out(self, first: bool) -> None:
+        self._timer = None
+        if self.ws is not None or self.transport is None or self._lost:
             return
-        end = head.find(b"\r\n\r\n", scan_from)
-        limit = self.opts.max_header_size
-        if end < 0:
-            if len(head) > limit:
-                fut.set_exception(HandshakeRejected(431, f"request head larger than {limit} bytes"))
+        if not first and not self._inbuf:
+            self.transport.close()  # an idle keep-alive connection
             return
-        if end > limit:
-            fut.set_exception(HandshakeRejected(431, f"request head larger than {limit} bytes"))
-            return
-        fut.set_result(bytes(head[:end]))
-        del head[: end + 4]
-        assert self.transport is not None
-        self.transport.pause_reading()
+        logger.info("[%s] request timed out", self.conn_id)
+        self._respond(reject_response(408, "request timed out\n"))
 
     def _respond(self, response: Response) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(build_response(response))
             self.transport.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        fut = self._head_fut
-        if fut is not None and not fut.done():
-            fut.cancel()
-        self.server._protocols.discard(self)
-        super().connection_lost(exc)
+    # ------------------------------------------------------------- reading
+
+    async def _wait_data(self) -> None:
+        if self._lost or self._eof:
+            raise _Disconnected
+        assert self.transport is not None
+        self.transport.resume_reading()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        await waiter
+
+    async def _read_head(self) -> bytes:
+        limit = self.opts.max_header_size
+        buf = self._inbuf
+        scan = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", scan)
+            if end >= 0:
+                if end > limit:
+                    break
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                return head
+            if len(buf) > limit:
+                break
+            scan = max(0, len(buf) - 3)
+            await self._wait_data()
+        raise HandshakeRejected(431, f"request head larger than {limit} bytes")
+
+    async def _read_body(self, request: Request) -> bytes:
+        headers = request.headers
+        if headers.get("Transfer-Encoding") is not None:
+            codings = [c.strip().lower() for c in ",".join(headers.get_all("Transfer-Encoding")).split(",")]
+            if codings != ["chunked"]:
+                raise HandshakeRejected(501, "unsupported Transfer-Encoding")
+            return await self._read_chunked()
+        lengths = headers.get_all("Content-Length")
+        if not lengths:
+            return b""
+        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+            raise HandshakeRejected(400, "invalid Content-Length")
+        length = int(lengths[0])
+        if length > self.opts.max_body_size:
+            raise HandshakeRejected(413, f"request body larger than {self.opts.max_body_size} bytes")
+        while len(self._inbuf) < length:
+            await self._wait_data()
+        body = bytes(self._inbuf[:length])
+        del self._inbuf[:length]
+        return body
+
+    async def _read_chunked(self) -> bytes:
+        body = bytearray()
+        buf = self._inbuf
+        while True:
+            end = buf.find(b"\r\n")
+            while end < 0:
+                if len(buf) > 1024:
+                    raise HandshakeRejected(400, "malformed chunk size line")
+                await self._wait_data()
+                end = buf.find(b"\r\n")
+            size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise HandshakeRejected(400, "malformed chunk size") from None
+            del buf[: end + 2]
+            if len(body) + size > self.opts.max_body_size:
+                raise HandshakeRejected(413, f"request body larger than {self.opts.max_body_size} bytes")
+            if size == 0:
+                # Skip trailers up to the empty line.
+                while True:
+                    end = buf.find(b"\r\n")
+                    while end < 0:
+                        if len(buf) > self.opts.max_header_size:
+                            raise HandshakeRejected(431, "trailers too large")
+                        await self._wait_data()
+                        end = buf.find(b"\r\n")
+                    line = bytes(buf[:end])
+                    del buf[: end + 2]
+                    if not line:
+                        return bytes(body)
+            while len(buf) < size + 2:
+                await self._wait_data()
+            if buf[size : size + 2] != b"\r\n":
+                raise HandshakeRejected(400, "malformed chunk")
+            body += buf[:size]
+            del buf[: size + 2]
+
+    # ------------------------------------------------------------- the request loop
 
     async def _run(self) -> None:
         try:
-            ws = await self._handshake()
-        except asyncio.CancelledError:
+            ws = await self._serve_requests()
+        except (asyncio.CancelledError, _Disconnected):
+            if self.transport is not None and not self._lost:
+                self.transport.close()
             return
         except Exception as exc:  # pragma: no cover - defensive
-            logger.exception("[%s] unexpected error in the opening handshake", self.conn_id)
+            logger.exception("[%s] unexpected error before the upgrade", self.conn_id)
             self.server._report(exc, self._info())
             if self.transport is not None:
                 self.transport.abort()
             return
+        finally:
+            self._cancel_timer()
         if ws is not None:
             await self._run_handler(ws)
 
     def _info(self) -> ConnectionInfo:
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         path = self.request.path if self.request is not None else ""
-        return ConnectionInfo(self.conn_id, peer, path)
+        return ConnectionInfo(self.conn_id, self.remote_address, path)
 
-    async def _handshake(self) -> WebSocket | None:
-        assert self._head_fut is not None and self.transport is not None
-        opts = self.opts
-        try:
-            head = await self._head_fut
-            request = parse_request(head)
-            self.request = request
-            if opts.process_request is not None:
-                result = opts.process_request(request)
-                if inspect.isawaitable(result):
-                    result = await result
-                if result is not None:
-                    if not isinstance(result, Response):
-                        raise TypeError("process_request must return a Response or None")
-                    self._respond(result)
-                    return None
-            key = check_request(request)
-            if opts.origins is not None and request.origin not in opts.origins:
-                raise HandshakeRejected(403, f"origin {request.origin!r} is not allowed")
-            subprotocol = self._select_subprotocol(request)
-            extensions, deflate = None, None
-            ext_values = request.headers.get_all("Sec-WebSocket-Extensions")
-            if opts.deflate is not None and ext_values:
-                try:
-                    negotiated = pmd.server_negotiate(ext_values, opts.deflate)
-                except NegotiationError as exc:
-                    raise HandshakeRejected(400, str(exc)) from None
-                if negotiated is not None:
-                    extensions, deflate = negotiated
-        except HandshakeRejected as exc:
-            logger.info("[%s] rejected handshake: %d %s", self.conn_id, exc.status, exc.reason)
-            self._respond(reject_response(exc.status, exc.reason + "\n", exc.headers))
+    async def _serve_requests(self) -> WebSocket | None:
+        """Answer HTTP requests until one upgrades (returns the WebSocket) or the connection ends."""
+        first = True
+        while True:
+            self._start_timer(first)
+            keep_alive = False
+            try:
+                head = await self._read_head()
+                request = parse_request(head)
+                request.remote_address = self.remote_address
+                self.request = request
+                if not request.is_upgrade:
+                    request.body = await self._read_body(request)
+                response = await self._gate(request)
+                if response is None:
+                    if request.is_upgrade:
+                        upgraded = await self._upgrade(request)
+                        if not isinstance(upgraded, Response):
+                            return upgraded
+                        response = upgraded
+                    else:
+                        response = await self._http(request)
+                keep_alive = _keep_alive(request, response)
+            except HandshakeRejected as exc:
+                logger.info("[%s] rejected request: %d %s", self.conn_id, exc.status, exc.reason)
+                response = reject_response(exc.status, exc.reason + "\n", exc.headers)
+            if self._lost:
+                return None
+            assert self.transport is not None
+            self._write_response(response, self.request, keep_alive)
+            if not keep_alive:
+                self.transport.close()
+                return None
+            first = False
+
+    def _write_response(self, response: Response, request: Request | None, keep_alive: bool) -> None:
+        assert self.transport is not None
+        headers = response.headers
+        if "Content-Length" not in headers and response.status >= 200 and response.status not in (204, 304):
+            headers.add("Content-Length", str(len(response.body)))
+        if not keep_alive and "Connection" not in headers:
+            headers.add("Connection", "close")
+        if self.opts.server_header and "Server" not in headers:
+            headers.add("Server", self.opts.server_header)
+        body = response.body
+        if request is not None and request.method == "HEAD":
+            response = Response(response.status, response.reason, headers)
+        else:
+            response = Response(response.status, response.reason, headers, body)
+        self.transport.write(build_response(response))
+
+    async def _gate(self, request: Request) -> Response | None:
+        """Run ``process_request``; a Response it returns answers the request."""
+        hook = self.opts.process_request
+        if hook is None:
             return None
+        result = hook(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and not isinstance(result, Response):
+            raise TypeError("process_request must return a Response or None")
+        return result
+
+    async def _http(self, request: Request) -> Response:
+        handler = self.opts.http_handler
+        if handler is None:
+            raise HandshakeRejected(
+                426,
+                "this is a WebSocket endpoint: the request needs 'Upgrade: websocket'",
+                [("Upgrade", "websocket")],
+            )
+        try:
+            result = handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+            if not isinstance(result, Response):
+                raise TypeError(f"the HTTP handler returned {type(result).__name__}, not a Response")
+            return result
+        except HandshakeRejected:
+            raise
+        except Exception as exc:
+            logger.error("[%s] HTTP handler failed: %r", self.conn_id, exc, exc_info=True)
+            self.server._report(exc, self._info())
+            return reject_response(500, "internal server error\n")
+
+    async def _upgrade(self, request: Request) -> WebSocket | Response | None:
+        assert self.transport is not None
+        opts = self.opts
+        if opts.check_upgrade is not None:
+            refusal = opts.check_upgrade(request)
+            if refusal is not None:
+                return refusal
+        key = check_request(request)
+        if opts.origins is not None and request.origin not in opts.origins:
+            raise HandshakeRejected(403, f"origin {request.origin!r} is not allowed")
+        subprotocol = self._select_subprotocol(request)
+        extensions, deflate = None, None
+        ext_values = request.headers.get_all("Sec-WebSocket-Extensions")
+        if opts.deflate is not None and ext_values:
+            try:
+                negotiated = pmd.server_negotiate(ext_values, opts.deflate)
+            except NegotiationError as exc:
+                raise HandshakeRejected(400, str(exc)) from None
+            if negotiated is not None:
+                extensions, deflate = negotiated
         if self._lost:
             return None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         extra = [("Server", opts.server_header)] if opts.server_header else []
         response = accept_response(key, subprotocol, extensions, extra)
         self.transport.write(build_response(response))
@@ -278,8 +481,8 @@ class _ServerProtocol(ProtocolBase):
         )
         self.ws = ws
         ws.logger.debug("connection open: %s %s", request.method, request.target)
-        if self._head:
-            rest, self._head = self._head, bytearray()
+        if self._inbuf:
+            rest, self._inbuf = self._inbuf, bytearray()
             ws._feed(memoryview(rest))
         self.transport.resume_reading()
         return ws
@@ -320,6 +523,14 @@ class _ServerProtocol(ProtocolBase):
         await ws.close()
 
 
+def _keep_alive(request: Request, response: Response) -> bool:
+    """Whether the connection stays open after this exchange (HTTP/1.1 rules)."""
+    for value in request.headers.get_all("Connection") + response.headers.get_all("Connection"):
+        if "close" in (token.strip().lower() for token in value.split(",")):
+            return False
+    return True
+
+
 class Server:
     """A running WebSocket server. Use as an async context manager, or call :meth:`close`."""
 
@@ -327,6 +538,7 @@ class Server:
         self._opts = opts
         self._server: asyncio.Server | None = None
         self._protocols: set[_ServerProtocol] = set()
+        self._per_client: dict[str, int] = {}
         #: The open WebSocket connections.
         self.connections: set[WebSocket] = set()
         #: Errors raised by handlers, as :class:`ServerError` items.
@@ -433,6 +645,7 @@ def serve(
     select_subprotocol: SelectSubprotocol | None = None,
     origins: Sequence[str | None] | None = None,
     process_request: ProcessRequest | None = None,
+    http_handler: HttpHandler | None = None,
     compression: str | None = "deflate",
     deflate: pmd.DeflateConfig | None = None,
     ping_interval: float | None = 20.0,
@@ -443,6 +656,8 @@ def serve(
     max_queue: int | None = 32,
     write_limit: int = 2**16,
     max_header_size: int = 16384,
+    max_body_size: int = 2**20,
+    max_connections_per_client: int | None = None,
     ssl: ssl_module.SSLContext | None = None,
     sock: socket.socket | None = None,
     reuse_port: bool | None = None,
@@ -465,6 +680,13 @@ def serve(
     - ``process_request(request)``: runs before the handshake; return a
       :class:`~wsline.protocol.handshake.Response` to answer with it instead
       (e.g. a page, or a 401), or ``None`` to go on.
+    - ``http_handler(request)``: answers plain HTTP requests (not upgrades) on
+      the same port with a :class:`~wsline.protocol.handshake.Response`
+      (keep-alive, HEAD and request bodies up to ``max_body_size`` handled);
+      without it they get 426. A :class:`wsline.http.Router` passed as
+      ``handler`` provides both kinds of route.
+    - ``max_connections_per_client``: open connections allowed per client IP
+      address; more get 429.
     - ``compression="deflate"`` accepts permessage-deflate (``deflate`` tunes it);
       ``None`` turns it off.
     """
@@ -472,6 +694,10 @@ def serve(
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
     if ping_interval is not None and ping_interval <= 0:
         raise ValueError("ping_interval must be positive or None")
+    # A router (wsline.http.Router) brings its HTTP routes and WebSocket paths.
+    if http_handler is None:
+        http_handler = getattr(handler, "handle_http", None)
+    check_upgrade = getattr(handler, "check_upgrade", None)
     deflate_config = (deflate or pmd.DeflateConfig()) if compression == "deflate" else None
     opts = _Options(
         handler=handler,
@@ -488,6 +714,10 @@ def serve(
         write_limit=write_limit,
         deflate=deflate_config,
         max_header_size=max_header_size,
+        max_body_size=max_body_size,
+        max_connections_per_client=max_connections_per_client,
+        http_handler=http_handler,
+        check_upgrade=check_upgrade,
         server_header=server_header,
     )
 

@@ -8,7 +8,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import HandshakeRejected, InvalidHandshake, InvalidURI, NegotiationError
@@ -128,6 +128,10 @@ class Request:
     target: str
     headers: Headers
     version: tuple[int, int] = (1, 1)
+    #: The request body (plain HTTP requests; empty for upgrades).
+    body: bytes = b""
+    #: The client's address as the socket gives it (set by the server).
+    remote_address: Any = None
 
     @property
     def path(self) -> str:
