@@ -66,7 +66,9 @@ async def start_server() -> AsyncIterator[StartServer]:
     """Factory: ``server = await start_server(handler, **serve_kwargs)``; closed at teardown."""
     servers: list[wsline.Server] = []
 
-    async def start(handler: Callable[[wsline.WebSocket], Awaitable[Any]] = echo, **kwargs: Any) -> wsline.Server:
+    async def start(
+        handler: Callable[[wsline.WebSocket], Awaitable[Any]] = echo, **kwargs: Any
+    ) -> wsline.Server:
         server = await wsline.serve(handler, HOST, 0, **{**SERVER_DEFAULTS, **kwargs})
         servers.append(server)
         return server
@@ -306,7 +308,8 @@ async def raw_client() -> AsyncIterator[OpenRaw]:
 async def raw_server() -> AsyncIterator[Callable[[Callable[[RawPeer], Awaitable[None]]], Awaitable[int]]]:
     """Factory: ``port = await raw_server(callback)``; ``callback(peer)`` runs per connection.
 
-    The connection is closed when the callback returns. Connections still open and callbacks still running are aborted/cancelled at teardown.
+    The connection is closed when the callback returns. Connections still open
+    and callbacks still running are aborted/cancelled at teardown.
     """
     servers: list[asyncio.Server] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -319,7 +322,9 @@ async def raw_server() -> AsyncIterator[Callable[[Callable[[RawPeer], Awaitable[
             task = asyncio.current_task()
             assert task is not None
             tasks.add(task)
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
+            with contextlib.suppress(
+                asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError
+            ):
                 await callback(peer)
                 # Like a real server: close TCP once done (RFC 6455 7.1.1).
                 await peer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import logging
 import os
@@ -10,9 +11,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import HOST, client, echo, ws_url
 
 import wsline
+from conftest import HOST, client, echo, ws_url
 from wsline import State
 from wsline.protocol import frames
 from wsline.protocol.handshake import Headers
@@ -50,6 +51,25 @@ async def test_echo_text_and_binary_types(start_server, compression):
             assert reply == bytes(payload)
 
 
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_memoryview_with_multibyte_items_sent_as_raw_bytes(start_server, compression):
+    """A memoryview over ints/floats goes out as its bytes, whichever side sends it."""
+    data = array.array("i", range(40))
+    floats = array.array("d", [0.5, 1.5, -2.25])
+
+    async def handler(ws):
+        await ws.send(memoryview(floats))
+        await echo(ws)
+
+    server = await start_server(handler, compression=compression)
+    async with client(ws_url(server), compression=compression) as ws:
+        assert await ws.recv() == floats.tobytes()
+        await ws.send(memoryview(data))
+        assert await ws.recv() == data.tobytes()
+        await ws.send([memoryview(data), memoryview(floats)])
+        assert await ws.recv() == data.tobytes() + floats.tobytes()
+
+
 async def test_echo_memoryview_slice(echo_server):
     data = memoryview(bytes(range(256)))[10:50]
     async with client(ws_url(echo_server)) as ws:
@@ -78,7 +98,7 @@ async def test_empty_messages(start_server, compression):
 async def test_one_mebibyte_messages(start_server, compression):
     server = await start_server(echo, compression=compression, max_size=2 * MiB)
     binary = os.urandom(MiB)
-    text = ("0123456789abcdef" * (MiB // 16))
+    text = "0123456789abcdef" * (MiB // 16)
     async with client(ws_url(server), compression=compression, max_size=2 * MiB) as ws:
         await ws.send(binary)
         assert await ws.recv() == binary
@@ -395,6 +415,16 @@ async def test_abnormal_close_code_raises_connection_closed_error(start_server):
                 pass
 
 
+async def test_close_rejects_invalid_arguments_and_stays_open(echo_server):
+    async with client(ws_url(echo_server)) as ws:
+        for args in [(1005,), (1006,), (999,), (1000, "r" * 124)]:
+            with pytest.raises(ValueError):
+                await ws.close(*args)
+            assert ws.open
+        await ws.send("still open")
+        assert await ws.recv() == "still open"
+
+
 async def test_close_is_idempotent(echo_server):
     ws = await client(ws_url(echo_server))
     await ws.close()
@@ -619,7 +649,7 @@ async def test_server_sends_first(start_server):
 
 async def test_first_frame_in_same_segment_as_101(raw_server):
     """The 101 and the first frames arrive in one TCP write; nothing is lost."""
-    tail = frames.build_frame(1, "hello in the 101 segment".encode()) + frames.build_frame(2, b"\xffbin")
+    tail = frames.build_frame(1, b"hello in the 101 segment") + frames.build_frame(2, b"\xffbin")
 
     async def server(peer):
         await peer.accept(tail=tail)
@@ -637,7 +667,9 @@ async def test_first_frame_in_same_segment_as_101(raw_server):
 
 
 async def test_close_frame_in_same_segment_as_101(raw_server):
-    tail = frames.build_frame(1, b"last words") + frames.build_frame(8, frames.build_close_payload(1000, "bye"))
+    tail = frames.build_frame(1, b"last words") + frames.build_frame(
+        8, frames.build_close_payload(1000, "bye")
+    )
 
     async def server(peer):
         await peer.accept(tail=tail)
@@ -649,6 +681,23 @@ async def test_close_frame_in_same_segment_as_101(raw_server):
         with pytest.raises(wsline.ConnectionClosedOK) as info:
             await ws.recv(timeout=1)
         assert (info.value.code, info.value.reason) == (1000, "bye")
+
+
+async def test_101_close_frame_and_fin_together(raw_server):
+    """The server accepts, fails the connection with 1008 and hangs up, all at once."""
+    tail = frames.build_frame(8, frames.build_close_payload(1008, "policy"))
+
+    async def server(peer):
+        await peer.accept(tail=tail)
+        peer.writer.write_eof()
+
+    port = await raw_server(server)
+    ws = await client(f"ws://{HOST}:{port}/", compression=None)
+    with pytest.raises(wsline.ConnectionClosedError) as info:
+        await ws.recv(timeout=1)
+    assert (info.value.code, info.value.reason) == (1008, "policy")
+    await asyncio.wait_for(ws.wait_closed(), 1)
+    assert ws.close_code == 1008
 
 
 async def test_client_data_right_after_handshake_request(start_server, raw_client):
@@ -736,6 +785,54 @@ async def test_server_close_sends_1001_and_waits_for_handlers(start_server):
     # No more connections are accepted.
     with pytest.raises(OSError):
         await client(f"ws://{HOST}:{port}/")
+
+
+async def test_server_close_waits_for_handler_cleanup(start_server):
+    steps: list[str] = []
+
+    async def handler(ws):
+        try:
+            await ws.recv()
+        except wsline.ConnectionClosed:
+            await asyncio.sleep(0.2)  # cleanup after the connection closed
+            steps.append("cleanup done")
+
+    server = await start_server(handler)
+    ws = await client(ws_url(server))
+    await asyncio.wait_for(server.close(timeout=1), 2)
+    assert steps == ["cleanup done"]
+    await ws.wait_closed()
+
+
+async def test_server_close_cancels_stuck_handlers(start_server):
+    outcome: list[str] = []
+    stuck = asyncio.Event()
+
+    async def handler(ws):
+        try:
+            await ws.recv()
+        except wsline.ConnectionClosed:
+            try:
+                stuck.set()
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+
+    server = await start_server(handler)
+    ws = await client(ws_url(server))
+    start = time.monotonic()
+    await asyncio.wait_for(server.close(timeout=0.3), 2)
+    assert time.monotonic() - start < 1.5
+    try:
+        assert stuck.is_set()
+        assert outcome == ["cancelled"], "the handler is still running after Server.close() returned"
+    finally:
+        # Do not leave the stuck handler behind for the rest of the session.
+        for task in asyncio.all_tasks():
+            if "_ServerProtocol._run" in repr(task.get_coro()):
+                task.cancel()
+        await ws.wait_closed()
 
 
 async def test_server_close_with_custom_code(start_server):
@@ -880,9 +977,7 @@ async def test_async_process_request(start_server):
     async def process_request(request):
         await asyncio.sleep(0.01)
         if request.path == "/forbidden":
-            return wsline.Response(
-                403, headers=Headers([("Content-Length", "4")]), body=b"nope"
-            )
+            return wsline.Response(403, headers=Headers([("Content-Length", "4")]), body=b"nope")
         return None
 
     server = await start_server(echo, process_request=process_request)
@@ -908,11 +1003,17 @@ async def test_process_request_serves_plain_http(start_server, raw_client):
 
     server = await start_server(echo, process_request=process_request)
     peer = await raw_client(server.port)
-    await peer.send(f"GET /index.html HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    # HTTP/1.1 may keep the connection alive; "Connection: close" asks the server to hang up.
+    await peer.send(f"GET /index.html HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
     response = await peer.read_response()
     assert response.status == 200
     assert response.body == b"<h1>hi</h1>"
     assert await peer.read_eof() == b""
+
+    # The WebSocket endpoint still works next to the page.
+    async with client(ws_url(server)) as ws:
+        await ws.send("ws too")
+        assert await ws.recv() == "ws too"
 
 
 async def test_plain_http_get_gets_426(echo_server, raw_client):
@@ -1063,3 +1164,63 @@ async def test_read_backpressure_on_the_client(start_server):
         assert not ws._reading_paused
         go.set()
     assert [int.from_bytes(m[-4:], "big") for m in got] == list(range(count))
+
+
+async def test_read_backpressure_with_messages_pipelined_behind_the_request(start_server, raw_client):
+    import base64
+
+    conn: asyncio.Future = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def handler(ws):
+        conn.set_result(ws)
+        await release.wait()
+
+    server = await start_server(handler, compression=None, max_queue=2)
+    peer = await raw_client(server.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = (
+        f"GET / HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    await peer.send(upgrade + b"".join(peer.frame(1, b"early %d" % i) for i in range(3)))
+    server_ws = await asyncio.wait_for(conn, 1)
+    chunk = peer.frame(2, b"z" * 60000)
+
+    async def flood():
+        for _ in range(200):
+            await peer.send(chunk)
+
+    flooder = asyncio.ensure_future(flood())
+    try:
+        await asyncio.sleep(0.3)
+        assert server_ws._reading_paused
+        # Bounded like in test_read_backpressure_pauses_and_resumes, not 200 messages deep.
+        assert len(server_ws._messages) < 20
+        assert server_ws._transport.is_reading() is False
+    finally:
+        flooder.cancel()
+        release.set()
+        peer.abort()
+
+
+async def test_read_backpressure_with_messages_in_the_101_segment(raw_server):
+    stop = asyncio.Event()
+
+    async def server(peer):
+        await peer.accept(tail=b"".join(frames.build_frame(1, b"early %d" % i) for i in range(3)))
+        chunk = frames.build_frame(2, b"z" * 60000)
+        for _ in range(200):
+            peer.writer.write(chunk)  # buffered by asyncio if the client stops reading
+        await stop.wait()
+
+    port = await raw_server(server)
+    ws = await client(f"ws://{HOST}:{port}/", compression=None, max_queue=2)
+    try:
+        await asyncio.sleep(0.3)
+        assert ws._reading_paused
+        assert len(ws._messages) < 20
+        assert ws._transport.is_reading() is False
+    finally:
+        stop.set()
+        ws.abort()

@@ -10,9 +10,9 @@ import time
 import zlib
 
 import pytest
-from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, free_port, ws_url
 
 import wsline
+from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, free_port, ws_url
 from wsline.protocol import frames
 
 pytestmark = pytest.mark.asyncio
@@ -167,7 +167,9 @@ async def test_valid_utf8_split_across_fragments(start_server, raw_client):
     server = await start_server(echo, compression=None)
     peer = await connect_raw(raw_client, server)
     data = "€✓".encode()  # split in the middle of a code point
-    await peer.send(peer.frame(1, data[:2], fin=False) + peer.frame(0, data[2:4], fin=False) + peer.frame(0, data[4:]))
+    await peer.send(
+        peer.frame(1, data[:2], fin=False) + peer.frame(0, data[2:4], fin=False) + peer.frame(0, data[4:])
+    )
     frame = await peer.read_frame()
     assert (frame.opcode, frame.payload.decode()) == (1, "€✓")
 
@@ -257,11 +259,20 @@ def without(name: str) -> list[str]:
 
 BAD_REQUESTS = {
     "missing key": (request(["GET / HTTP/1.1", *without("Sec-WebSocket-Key")]), 400),
-    "short key": (request(["GET / HTTP/1.1", *without("Sec-WebSocket-Key"), "Sec-WebSocket-Key: c2hvcnQ="]), 400),
+    "short key": (
+        request(["GET / HTTP/1.1", *without("Sec-WebSocket-Key"), "Sec-WebSocket-Key: c2hvcnQ="]),
+        400,
+    ),
     "two keys": (request(["GET / HTTP/1.1", *GOOD, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]), 400),
     "missing host": (request(["GET / HTTP/1.1", *without("Host")]), 400),
-    "connection without upgrade": (request(["GET / HTTP/1.1", *without("Connection"), "Connection: keep-alive"]), 400),
-    "bad version": (request(["GET / HTTP/1.1", *without("Sec-WebSocket-Version"), "Sec-WebSocket-Version: 8"]), 426),
+    "connection without upgrade": (
+        request(["GET / HTTP/1.1", *without("Connection"), "Connection: keep-alive"]),
+        400,
+    ),
+    "bad version": (
+        request(["GET / HTTP/1.1", *without("Sec-WebSocket-Version"), "Sec-WebSocket-Version: 8"]),
+        426,
+    ),
     "missing version": (request(["GET / HTTP/1.1", *without("Sec-WebSocket-Version")]), 426),
     "POST": (request(["POST / HTTP/1.1", *GOOD]), 405),
     "HTTP/1.0": (request(["GET / HTTP/1.0", *GOOD]), 505),
@@ -288,7 +299,9 @@ async def test_bad_handshake_status(echo_server, raw_client, data, status):
 
 async def test_bad_version_advertises_13(echo_server, raw_client):
     peer = await raw_client(echo_server.port)
-    await peer.send(request(["GET / HTTP/1.1", *without("Sec-WebSocket-Version"), "Sec-WebSocket-Version: 12"]))
+    await peer.send(
+        request(["GET / HTTP/1.1", *without("Sec-WebSocket-Version"), "Sec-WebSocket-Version: 12"])
+    )
     response = await peer.read_response()
     assert response.status == 426
     assert response.get("Sec-WebSocket-Version") == "13"
@@ -453,7 +466,8 @@ async def test_server_send_after_client_reset(start_server, raw_client, loop_err
     exc = await asyncio.wait_for(seen, 2)
     assert isinstance(exc, wsline.ConnectionClosedError), exc
     assert exc.code == 1006
-    assert await (server.connections and asyncio.sleep(0.05) or asyncio.sleep(0)) is None
+    await asyncio.sleep(0.05)
+    assert not server.connections
     assert len(server.errors) == 0
     assert_no_unhandled(loop_errors, caplog)
 
@@ -496,6 +510,52 @@ async def test_ping_pending_when_connection_lost(raw_server, loop_errors, caplog
     ws2.ping()
     await asyncio.wait_for(ws2.wait_closed(), 1)
     assert_no_unhandled(loop_errors, caplog)
+
+
+# ------------------------------------------------------ failed fragmented sends
+
+
+@pytest.mark.parametrize("how", ["producer raises", "send cancelled"])
+async def test_failed_fragmented_send_does_not_corrupt_the_stream(start_server, how):
+    server_saw: list = []
+
+    async def handler(ws):
+        try:
+            async for message in ws:
+                server_saw.append(message)
+                await ws.send(message)
+        except wsline.ConnectionClosed as exc:
+            server_saw.append(exc)
+
+    stall = asyncio.Event()
+
+    async def producer():
+        yield "part one, "
+        yield "part two, "
+        if how == "producer raises":
+            raise RuntimeError("producer failed")
+        await stall.wait()  # never set: the send is cancelled here
+        yield "never"
+
+    server = await start_server(handler, compression=None)
+    async with client(ws_url(server)) as ws:
+        if how == "producer raises":
+            with pytest.raises(RuntimeError):
+                await ws.send(producer())
+        else:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.send(producer()), 0.1)
+        # The connection may stay usable or be closed by this side, but the
+        # next message must not be a protocol violation.
+        try:
+            await ws.send("next message")
+            outcome = await ws.recv(timeout=1)
+        except wsline.ConnectionClosed as exc:
+            outcome = exc
+        protocol_errors = [
+            x for x in [outcome, *server_saw] if isinstance(x, wsline.ConnectionClosed) and x.code == 1002
+        ]
+        assert protocol_errors == []
 
 
 # ------------------------------------------------------------- close timeout
@@ -553,6 +613,40 @@ async def test_close_when_server_answers_but_keeps_tcp_open(raw_server):
     # The closing handshake did complete: the code is the server's.
     assert ws.close_code == 1000
     assert ws.close_reason == "ok"
+
+
+async def test_close_timeout_argument_honoured_after_peer_close_frame(raw_server):
+    """The server sends its close frame but never closes TCP; close(timeout=0.3) must not wait longer."""
+
+    async def server(peer):
+        await peer.accept()
+        await peer.send_close(1000, "server done")
+        await asyncio.sleep(10)
+
+    port = await raw_server(server)
+    ws = await client(f"ws://{HOST}:{port}/", compression=None, close_timeout=1.5)
+    with pytest.raises(wsline.ConnectionClosedOK):
+        await ws.recv(timeout=1)
+    start = time.monotonic()
+    await ws.close(timeout=0.3)
+    assert time.monotonic() - start < 1.0
+    assert ws.state is wsline.State.CLOSED
+
+
+async def test_server_close_timeout_bounds_a_closing_connection(start_server, raw_client):
+    closing = asyncio.Event()
+
+    async def handler(ws):
+        closing.set()
+        await ws.close()  # the raw client never answers
+
+    server = await start_server(handler, compression=None, close_timeout=1.5)
+    peer = await connect_raw(raw_client, server)
+    await asyncio.wait_for(closing.wait(), 1)
+    assert (await peer.read_close())[0] == 1000
+    start = time.monotonic()
+    await server.close(timeout=0.3)
+    assert time.monotonic() - start < 1.0
 
 
 # ----------------------------------------------------------------- keepalive
@@ -684,10 +778,26 @@ async def test_server_answers_302_without_length(raw_server):
     assert info.value.body == b"moved"
 
 
-ACCEPT_PROBLEMS = {
-    "wrong accept": ([], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-    "missing accept": ([], ""),
-}
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nnot found\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ],
+    ids=["chunked 404", "204"],
+)
+async def test_rejection_without_content_length_from_keep_alive_server(raw_server, answer):
+    async def server(peer):
+        await peer.read_request()
+        await peer.send(answer)
+        await asyncio.sleep(10)  # keep-alive: the connection stays open
+
+    port = await raw_server(server)
+    with pytest.raises(wsline.InvalidStatus) as info:
+        await client(f"ws://{HOST}:{port}/", open_timeout=0.5)
+    assert info.value.status in (404, 204)
+    if info.value.status == 404:
+        assert info.value.body.endswith(b"0\r\n\r\n") or info.value.body == b"not found"
 
 
 async def test_wrong_accept_key(raw_server):
@@ -796,7 +906,12 @@ async def test_invalid_uris(uri):
 
 async def test_valid_uri_forms_parse(echo_server):
     port = echo_server.port
-    for uri in (f"ws://{HOST}:{port}", f"WS://{HOST}:{port}/", f"ws://{HOST}:{port}/?q=1", f"ws://u:p@{HOST}:{port}/"):
+    for uri in (
+        f"ws://{HOST}:{port}",
+        f"WS://{HOST}:{port}/",
+        f"ws://{HOST}:{port}/?q=1",
+        f"ws://u:p@{HOST}:{port}/",
+    ):
         async with client(uri) as ws:
             await ws.send(uri)
             assert await ws.recv() == uri

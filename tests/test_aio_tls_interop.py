@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from conftest import HOST, client, echo, ws_url
 
 import wsline
+from conftest import HOST, client, echo, ws_url
 
 pytestmark = pytest.mark.asyncio
 
@@ -151,9 +151,6 @@ async def test_websockets_client_against_wsline_server_no_compression(big_echo_s
     assert negotiated is None
 
 
-@pytest.mark.xfail(
-    reason="wsline permessage-deflate may not interoperate with websockets yet", strict=False
-)
 async def test_websockets_client_against_wsline_server_with_permessage_deflate(big_echo_server):
     negotiated = await _exercise_websockets_client(big_echo_server, "deflate")
     assert negotiated is not None
@@ -275,7 +272,11 @@ async def test_close_code_from_websockets_server_reaches_wsline_client(ws_server
         await ws.send("go")
         with pytest.raises(wsline.ConnectionClosedError) as info:
             await ws.recv(timeout=1)
-        assert (info.value.code, info.value.reason, info.value.initiator) == (4001, "bye from websockets", "remote")
+        assert (info.value.code, info.value.reason, info.value.initiator) == (
+            4001,
+            "bye from websockets",
+            "remote",
+        )
         await asyncio.wait_for(ws.wait_closed(), 1)
         assert ws.close_code == 4001
 

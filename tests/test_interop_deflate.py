@@ -12,11 +12,12 @@ Each case sets the negotiation one way (defaults, no context takeover asked
 for by the client or imposed by the server, on either side's compressor,
 smaller windows down to 8 bits) and sends the same messages in both
 directions: 0 B to 4 MiB, text and binary, random and compressible, some with
-``compress=`` forced. Every message must come back exactly, the peer must have
-received exactly what was sent (checked by hash on its side), the response's
-``Sec-WebSocket-Extensions`` must show the negotiated parameters, and a
-byte-counting TCP relay in between checks that both directions really were
-compressed on the wire.
+``compress=`` forced, some fragmented. Every message must come back exactly,
+the peer must have received exactly what was sent (checked by hash on its
+side), the response's ``Sec-WebSocket-Extensions`` must show the negotiated
+parameters, and a TCP relay in between that reads the frame headers checks
+that each message crossed each way compressed (RSV1) exactly when its sender
+should have compressed it, and shrank when it was compressible.
 
 The Node side needs ``node`` and ``npm``: when ``tests/interop/node_modules``
 is missing, the ``npm install`` runs once per session (the tests fail, not
@@ -71,9 +72,16 @@ class Msg:
     size: int  # bytes (UTF-8 bytes for text)
     content: str  # "random" or "compressible"
     compress: bool | None = None  # send(..., compress=) on the wsline / Node side
+    fragments: int = 1  # frames the original sender splits the message into (echoes send one)
 
     def spec(self) -> dict[str, Any]:
-        return {"type": self.type, "size": self.size, "content": self.content, "compress": self.compress}
+        return {
+            "type": self.type,
+            "size": self.size,
+            "content": self.content,
+            "compress": self.compress,
+            "fragments": self.fragments,
+        }
 
 
 MESSAGES: tuple[Msg, ...] = (
@@ -94,6 +102,9 @@ MESSAGES: tuple[Msg, ...] = (
     Msg("text", 4 * MiB, "random"),
     Msg("text", 100, "compressible", compress=True),
     Msg("binary", 64 * KiB, "compressible", compress=False),
+    Msg("binary", 256 * KiB, "compressible", fragments=4),
+    # Node splits text at byte offsets, so fragments end inside UTF-8 sequences.
+    Msg("text", 256 * KiB, "random", fragments=7),
     Msg("binary", 1, "random"),
 )
 
@@ -112,7 +123,7 @@ def _compressible(size: int) -> bytes:
     total = 0
     i = 0
     while total < size:
-        line = f'{{"seq": {i}, "user": "user{i % 7}", "room": "lobby", "text": "hello from python {i % 13}"}}\n'
+        line = f'{{"seq": {i}, "user": "user{i % 7}", "room": "lobby", "text": "hello {i % 13}"}}\n'
         lines.append(line)
         total += len(line)
         i += 1
@@ -138,6 +149,12 @@ def payloads() -> tuple[Data, ...]:
     return out
 
 
+def split(data: Data, n: int) -> list[Data]:
+    """``data`` in ``n`` pieces (of characters for text) for a fragmented send."""
+    step = -(-len(data) // n)
+    return [data[i : i + step] for i in range(0, len(data), step)]
+
+
 def fingerprint(data: Data) -> tuple[str, int, str]:
     """(type, size, sha256) of a message, as both sides record it."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -150,7 +167,7 @@ def check_echo(index: int, sent: Data, got: Data) -> None:
         return
     a = sent.encode("utf-8") if isinstance(sent, str) else sent
     b = got.encode("utf-8") if isinstance(got, str) else got
-    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     msg = MESSAGES[index]
     raise AssertionError(
         f"message {index} ({msg}): sent {type(sent).__name__} of {len(a)} B, got "
@@ -290,8 +307,9 @@ def check_negotiated(header: str | None, case: Case) -> None:
         assert name in params, f"{name} missing from the response {header!r}"
         assert params[name] == value, f"{name}={params[name]} in the response {header!r}, expected {value}"
     for name, limit in case.max_bits.items():
-        if params.get(name) is not None:
-            assert int(params[name]) <= limit, f"{name} above {limit} in the response {header!r}"
+        bits = params.get(name)
+        if bits is not None:
+            assert int(bits) <= limit, f"{name} above {limit} in the response {header!r}"
 
 
 # ------------------------------------------------------ wire-level accounting
@@ -409,18 +427,21 @@ class TapProxy:
             if writer.can_write_eof():
                 writer.write_eof()
 
-    def check(self, up_compresses: Callable[[Msg], bool], down_compresses: Callable[[Msg], bool]) -> None:
+    def check(self, client: Sender, server: Sender) -> None:
         """Every message crossed each way, compressed exactly when its sender should have."""
-        for name, tap, compresses in (
-            ("client to server", self.up, up_compresses),
-            ("server to client", self.down, down_compresses),
+        for name, tap, sender in (
+            ("client to server", self.up, client),
+            ("server to client", self.down, server),
         ):
             got = tap.messages
-            assert len(got) == len(MESSAGES), f"{name}: {len(got)} messages on the wire, expected {len(MESSAGES)}"
+            assert len(got) == len(MESSAGES), (
+                f"{name}: {len(got)} messages on the wire, expected {len(MESSAGES)}"
+            )
             for index, (msg, wire) in enumerate(zip(MESSAGES, got, strict=True)):
                 where = f"{name}, message {index} ({msg})"
                 assert wire.opcode == (1 if msg.type == "text" else 2), f"{where}: opcode {wire.opcode}"
-                expected = compresses(msg)
+                expected, frames = sender.expect(msg)
+                assert wire.frames == frames, f"{where}: {wire.frames} frames, expected {frames}"
                 assert wire.rsv1 == expected, (
                     f"{where}: sent {'compressed' if wire.rsv1 else 'uncompressed'}, "
                     f"expected {'compressed' if expected else 'uncompressed'}"
@@ -451,24 +472,47 @@ async def tap_proxy(target_port: int) -> AsyncIterator[tuple[TapProxy, int]]:
         await proxy.close()
 
 
-def wsline_compresses(case: Case) -> Callable[[Msg], bool]:
-    """Whether wsline sends a message compressed: ``compress=``, else the size threshold."""
+@dataclass(frozen=True)
+class Sender:
+    """What one side puts on the wire for each message of :data:`MESSAGES`."""
+
+    #: Sends ``msg.fragments`` frames (the original sender), or one frame (an echo).
+    fragments: bool
+    #: Applies ``msg.compress`` (wsline's send(compress=), ws's send({compress})).
+    honours_compress: bool
+    #: Messages shorter than this go uncompressed; None: every message is compressed.
+    threshold: int | None
+    #: Compresses fragmented messages too.
+    compresses_fragments: bool = True
+    #: Ends a fragmented message with an extra empty frame.
+    empty_last_fragment: bool = False
+
+    def expect(self, msg: Msg) -> tuple[bool, int]:
+        """(compressed, frames) for ``msg``."""
+        frames = msg.fragments if self.fragments else 1
+        if frames > 1 and self.empty_last_fragment:
+            frames += 1
+        if frames > 1 and not self.compresses_fragments:
+            return False, frames
+        if self.honours_compress and msg.compress is not None:
+            return msg.compress, frames
+        return self.threshold is None or msg.size >= self.threshold, frames
+
+
+def wsline_sender(case: Case, *, original: bool) -> Sender:
+    """wsline: ``compress=`` or the size threshold; fragmented sends are never compressed."""
     threshold = DeflateConfig().threshold if case.threshold is None else case.threshold
-
-    def compresses(msg: Msg) -> bool:
-        return msg.compress if msg.compress is not None else msg.size >= threshold
-
-    return compresses
+    return Sender(fragments=original, honours_compress=True, threshold=threshold, compresses_fragments=False)
 
 
-def always(msg: Msg) -> bool:
-    """The websockets library, and Node's ws with threshold 0 and no compress option, compress everything."""
-    return True
-
-
-def node_client_compresses(msg: Msg) -> bool:
-    """ws_client.js passes ``compress`` to ws.send when it is set."""
-    return msg.compress is not False
+#: The websockets library compresses every frame of every message; it sends an
+#: iterable's pieces, then an empty frame with FIN.
+WEBSOCKETS_CLIENT = Sender(fragments=True, honours_compress=False, threshold=None, empty_last_fragment=True)
+WEBSOCKETS_ECHO = Sender(fragments=False, honours_compress=False, threshold=None)
+#: ws_client.js passes ``compress`` to ws.send when set; the threshold is 0.
+NODE_CLIENT = Sender(fragments=True, honours_compress=True, threshold=None)
+#: ws_echo_server.js echoes with ws.send's defaults: always compressed (threshold 0).
+NODE_ECHO = Sender(fragments=False, honours_compress=False, threshold=None)
 
 
 # ---------------------------------------------------------------- wsline ends
@@ -514,7 +558,10 @@ async def wsline_client_exchange(url: str, case: Case) -> str | None:
     ) as ws:
         header = ws.response.headers.get("Sec-WebSocket-Extensions")
         for index, (msg, data) in enumerate(zip(MESSAGES, payloads(), strict=True)):
-            await ws.send(data, compress=msg.compress)
+            if msg.fragments > 1:
+                await ws.send(split(data, msg.fragments))
+            else:
+                await ws.send(data, compress=msg.compress)
             check_echo(index, data, await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
     return header
 
@@ -555,7 +602,7 @@ async def test_wsline_client_websockets_server(case: Case) -> None:
             header = await wsline_client_exchange(f"ws://{HOST}:{proxy_port}/", case)
             check_negotiated(header, case)
             check_received("the websockets server", record, [fingerprint(d) for d in payloads()])
-            proxy.check(wsline_compresses(case), always)
+            proxy.check(wsline_sender(case, original=True), WEBSOCKETS_ECHO)
 
 
 @pytest.mark.parametrize("case", PY_CASES)
@@ -572,11 +619,11 @@ async def test_websockets_client_wsline_server(case: Case) -> None:
             assert ws.response is not None
             header = ws.response.headers.get("Sec-WebSocket-Extensions")
             check_negotiated(header, case)
-            for index, data in enumerate(payloads()):
-                await ws.send(data)
+            for index, (msg, data) in enumerate(zip(MESSAGES, payloads(), strict=True)):
+                await ws.send(split(data, msg.fragments) if msg.fragments > 1 else data)
                 check_echo(index, data, await asyncio.wait_for(ws.recv(), RECV_TIMEOUT))
         check_received("the wsline server", record, [fingerprint(d) for d in payloads()])
-        proxy.check(always, wsline_compresses(case))
+        proxy.check(WEBSOCKETS_CLIENT, wsline_sender(case, original=False))
 
 
 # ------------------------------------------------------------------ Node's ws
@@ -673,7 +720,9 @@ async def node_echo_server(env: NodeEnv, options: dict[str, Any]) -> AsyncIterat
         if not first.strip().isdigit():
             assert proc.stderr is not None
             err = await asyncio.wait_for(proc.stderr.read(), 5)
-            raise AssertionError(f"the Node echo server did not start: {first!r} {err.decode(errors='replace')}")
+            raise AssertionError(
+                f"the Node echo server did not start: {first!r} {err.decode(errors='replace')}"
+            )
         server = NodeEchoServer(proc, int(first))
         yield server
     finally:
@@ -697,7 +746,7 @@ async def test_wsline_client_node_server(case: Case, node_env: NodeEnv) -> None:
             await node.wait_for("close")
             assert not [e for e in node.events if e["event"] == "error"], node.events
             check_received("the Node server", node.messages(), [fingerprint(d) for d in payloads()])
-            proxy.check(wsline_compresses(case), always)
+            proxy.check(wsline_sender(case, original=True), NODE_ECHO)
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -731,4 +780,4 @@ async def test_node_client_wsline_server(case: Case, node_env: NodeEnv) -> None:
         sent = [(s["type"], s["size"], s["sha256"]) for s in result["sent"]]
         assert [(t, n) for t, n, _ in sent] == [(m.type, m.size) for m in MESSAGES]
         check_received("the wsline server", record, sent)
-        proxy.check(node_client_compresses, wsline_compresses(case))
+        proxy.check(NODE_CLIENT, wsline_sender(case, original=False))

@@ -42,6 +42,7 @@ __all__ = [
     "__version__",
     "serve",
     "connect",
+    "Router",
     "Server",
     "ServerError",
     "ConnectionInfo",

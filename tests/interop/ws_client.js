@@ -10,13 +10,15 @@
 //     "perMessageDeflate": {...},   // merged into ws's options (threshold is 0)
 //     "messages": [{"type": "text" | "binary", "size": bytes,
 //                   "content": "random" | "compressible",
-//                   "compress": true | false | null}, ...],
+//                   "compress": true | false | null,
+//                   "fragments": n (default 1)}, ...],
 //     "timeout": seconds            // for the whole run (default 30)
 //   }
 //
 // Messages are sent one at a time, each after the echo of the previous one.
 // "compress" is passed to ws.send when not null (false: an uncompressed frame
-// inside a compressed session). Text messages are valid UTF-8 of exactly
+// inside a compressed session). "fragments" > 1 sends the message as that many
+// frames (ws.send with fin: false), cut at byte offsets. Text messages are valid UTF-8 of exactly
 // "size" bytes ("random" text mixes 1- to 4-byte characters).
 //
 // stdout: one JSON object,
@@ -104,9 +106,20 @@ function run(url, spec) {
     result.sent.push({ type: s.type, size: data.length, sha256: sha256(data) });
     const options = { binary: s.type === 'binary' };
     if (s.compress !== null && s.compress !== undefined) options.compress = s.compress;
-    ws.send(data, options, (err) => {
+    // Fragments are cut at byte offsets: a text fragment may end inside a character.
+    const count = Math.max(1, s.fragments || 1);
+    const step = Math.max(1, Math.ceil(data.length / count));
+    const failed = (err) => {
       if (err) finish(false, `send ${index} failed: ${err.message}`);
-    });
+    };
+    if (count === 1 || data.length === 0) {
+      ws.send(data, options, failed);
+      return;
+    }
+    for (let at = 0; at < data.length; at += step) {
+      const fin = at + step >= data.length;
+      ws.send(data.subarray(at, at + step), { ...options, fin }, failed);
+    }
   }
 
   ws.on('upgrade', (res) => {

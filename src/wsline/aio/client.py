@@ -30,12 +30,37 @@ _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024
 
 
+def _dechunk(data: bytes | bytearray, partial: bool = False) -> bytes | None:
+    """Decode a chunked body; ``None`` while incomplete (unless ``partial``)."""
+    body = bytearray()
+    pos = 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            break
+        try:
+            size = int(bytes(data[pos:end]).split(b";", 1)[0].strip() or b"x", 16)
+        except ValueError:
+            return bytes(body)  # malformed: keep what was decoded
+        if size == 0:
+            return bytes(body)
+        start = end + 2
+        if len(data) < start + size:
+            if partial:
+                body += data[start:]
+            break
+        body += data[start : start + size]
+        pos = start + size + 2
+    return bytes(body) if partial else None
+
+
 class _ClientProtocol(ProtocolBase):
     def __init__(self, request_bytes: bytes) -> None:
         self._request_bytes = request_bytes
         self._head = bytearray()
         self._response: Response | None = None
         self._body_needed = 0
+        self._chunked = False
         self.done: asyncio.Future[tuple[Response, bytes]] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,17 +94,30 @@ class _ClientProtocol(ProtocolBase):
                 self.done.set_result((response, bytes(head)))
                 head.clear()
                 return
+            status = response.status
+            codings = ",".join(response.headers.get_all("Transfer-Encoding")).lower()
             length = response.headers.get("Content-Length")
-            self._body_needed = int(length) if length and length.isdigit() else _MAX_BODY
-            self._body_needed = min(self._body_needed, _MAX_BODY)
-        if self._response is not None and len(head) >= self._body_needed:
+            if status < 200 or status in (204, 304):
+                self._body_needed = 0
+            elif "chunked" in codings:
+                self._chunked = True
+                self._body_needed = _MAX_BODY
+            elif length is not None and length.isdigit():
+                self._body_needed = min(int(length), _MAX_BODY)
+            else:
+                self._body_needed = _MAX_BODY  # read until the server closes
+        if self._chunked:
+            body = _dechunk(head)
+            if body is not None or len(head) >= _MAX_BODY:
+                self._finish_rejected(body)
+        elif len(head) >= self._body_needed:
             self._finish_rejected()
 
-    def _finish_rejected(self) -> None:
+    def _finish_rejected(self, body: bytes | None = None) -> None:
         response = self._response
         assert response is not None
         if not self.done.done():
-            response.body = bytes(self._head[: self._body_needed])
+            response.body = body if body is not None else bytes(self._head[: self._body_needed])
             self.done.set_result((response, b""))
         if self.transport is not None:
             self.transport.close()
@@ -93,7 +131,7 @@ class _ClientProtocol(ProtocolBase):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             if self._response is not None:
-                self._finish_rejected()
+                self._finish_rejected(_dechunk(self._head, partial=True) if self._chunked else None)
             else:
                 detail = f": {exc}" if exc else ""
                 self.done.set_exception(
@@ -149,7 +187,7 @@ class connect:
         else:
             self.headers = list(headers)
         self.origin = origin
-        self.deflate = (deflate or pmd.DeflateConfig()) if compression == "deflate" else None
+        self.deflate = (deflate or pmd.DEFAULT_CONFIG) if compression == "deflate" else None
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -267,7 +305,8 @@ class connect:
         protocol.ws = ws
         if rest:
             ws._feed(memoryview(rest))
-        transport.resume_reading()
+        if not ws._reading_paused:
+            transport.resume_reading()
         return ws
 
 

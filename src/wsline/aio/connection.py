@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Iterable, Union, cast
+from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Iterable, Mapping, Union, cast
 
 from ..errors import (
     ConnectionClosed,
@@ -423,6 +423,8 @@ class WebSocket:
             except InvalidState:
                 raise self._send_error() from None
             self._transport.write(data)
+        elif isinstance(message, Mapping):
+            raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
         elif isinstance(message, AsyncIterable) or isinstance(message, Iterable):
             await self._send_fragments(message)
         else:
@@ -436,19 +438,28 @@ class WebSocket:
         async with self._send_lock:
             first = True
             previous: Sendable | None = None
-            async for piece in _aiter(pieces):
-                if not isinstance(piece, (str, bytes, bytearray, memoryview)):
-                    raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+            try:
+                async for piece in _aiter(pieces):
+                    if not isinstance(piece, (str, bytes, bytearray, memoryview)):
+                        raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+                    if previous is not None:
+                        if isinstance(previous, str) != isinstance(piece, str):
+                            raise TypeError("all fragments of a message must be str, or all bytes-like")
+                        self._write_fragment(previous, False, first)
+                        first = False
+                        if self._write_paused:
+                            await self._drain()
+                    previous = piece
                 if previous is not None:
-                    if isinstance(previous, str) != isinstance(piece, str):
-                        raise TypeError("all fragments of a message must be str, or all bytes-like")
-                    self._write_fragment(previous, False, first)
-                    first = False
-                    if self._write_paused:
-                        await self._drain()
-                previous = piece
-            if previous is not None:
-                self._write_fragment(previous, True, first)
+                    self._write_fragment(previous, True, first)
+            except BaseException:
+                if not first and not self._lost and self._core.close_sent is None:
+                    # Half a message is on the wire and the rest will never
+                    # come: the stream cannot carry another message. Close.
+                    self.logger.info("fragmented send failed midway; closing with 1011")
+                    self._transport.write(self._core.send_close(1011, "incomplete fragmented message"))
+                    self._start_close_timer()
+                raise
 
     def _write_fragment(self, piece: Sendable, fin: bool, first: bool) -> None:
         if self._lost:
@@ -588,6 +599,9 @@ class WebSocket:
                 self._transport.write(data)
             if core.state is State.CLOSED and not core.is_client:
                 self._transport.close()
+            if timeout is not None and self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
             if self._close_timer is None:
                 self._close_timer = self._loop.call_later(
                     self.close_timeout if timeout is None else timeout, self._close_timed_out

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import re
 import socket
 import ssl as ssl_module
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, NamedTuple, Sequence, Union
@@ -15,6 +16,7 @@ from ..errors import ConnectionClosed, HandshakeRejected, NegotiationError
 from ..protocol import deflate as pmd
 from ..protocol.connection import Connection
 from ..protocol.handshake import (
+    Headers,
     Request,
     Response,
     accept_response,
@@ -176,7 +178,10 @@ class _ServerProtocol(ProtocolBase):
                 return
             server._per_client[ip] = count + 1
             self._client_ip = ip
-        self._task = loop.create_task(self._run())
+        task = loop.create_task(self._run())
+        self._task = task
+        server._tasks.add(task)
+        task.add_done_callback(server._tasks.discard)
 
     def handshake_data(self, data: memoryview) -> None:
         self._inbuf += data
@@ -277,7 +282,7 @@ class _ServerProtocol(ProtocolBase):
         lengths = headers.get_all("Content-Length")
         if not lengths:
             return b""
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0]):
             raise HandshakeRejected(400, "invalid Content-Length")
         length = int(lengths[0])
         if length > self.opts.max_body_size:
@@ -299,10 +304,9 @@ class _ServerProtocol(ProtocolBase):
                 await self._wait_data()
                 end = buf.find(b"\r\n")
             size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HandshakeRejected(400, "malformed chunk size") from None
+            if not _HEXDIGITS.fullmatch(size_text):
+                raise HandshakeRejected(400, "malformed chunk size")
+            size = int(size_text, 16)
             del buf[: end + 2]
             if len(body) + size > self.opts.max_body_size:
                 raise HandshakeRejected(413, f"request body larger than {self.opts.max_body_size} bytes")
@@ -355,6 +359,7 @@ class _ServerProtocol(ProtocolBase):
         first = True
         while True:
             self._start_timer(first)
+            self.request = None
             keep_alive = False
             try:
                 head = await self._read_head()
@@ -363,6 +368,7 @@ class _ServerProtocol(ProtocolBase):
                 self.request = request
                 if not request.is_upgrade:
                     request.body = await self._read_body(request)
+                    self._cancel_timer()  # the request is in; the handler may take its time
                 response = await self._gate(request)
                 if response is None:
                     if request.is_upgrade:
@@ -387,7 +393,7 @@ class _ServerProtocol(ProtocolBase):
 
     def _write_response(self, response: Response, request: Request | None, keep_alive: bool) -> None:
         assert self.transport is not None
-        headers = response.headers
+        headers = Headers(response.headers.items())  # the handler's Response stays untouched
         if "Content-Length" not in headers and response.status >= 200 and response.status not in (204, 304):
             headers.add("Content-Length", str(len(response.body)))
         if not keep_alive and "Connection" not in headers:
@@ -484,7 +490,8 @@ class _ServerProtocol(ProtocolBase):
         if self._inbuf:
             rest, self._inbuf = self._inbuf, bytearray()
             ws._feed(memoryview(rest))
-        self.transport.resume_reading()
+        if not ws._reading_paused:
+            self.transport.resume_reading()
         return ws
 
     def _select_subprotocol(self, request: Request) -> str | None:
@@ -523,6 +530,10 @@ class _ServerProtocol(ProtocolBase):
         await ws.close()
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HEXDIGITS = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
 def _keep_alive(request: Request, response: Response) -> bool:
     """Whether the connection stays open after this exchange (HTTP/1.1 rules)."""
     for value in request.headers.get_all("Connection") + response.headers.get_all("Connection"):
@@ -539,6 +550,7 @@ class Server:
         self._server: asyncio.Server | None = None
         self._protocols: set[_ServerProtocol] = set()
         self._per_client: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         #: The open WebSocket connections.
         self.connections: set[WebSocket] = set()
         #: Errors raised by handlers, as :class:`ServerError` items.
@@ -586,7 +598,7 @@ class Server:
         closers = [ws.close(code, reason, timeout=wait) for ws in list(self.connections)]
         if closers:
             await asyncio.gather(*closers, return_exceptions=True)
-        tasks = [p._task for p in list(self._protocols) if p._task is not None and not p._task.done()]
+        tasks = [task for task in self._tasks if not task.done()]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=wait)
             for task in pending:
@@ -670,7 +682,7 @@ def serve(
     Use ``async with serve(handler, "127.0.0.1", 8000) as server:`` or
     ``server = await serve(...)``. Returning from the handler closes the
     connection with 1000; an exception closes it with 1011 and goes to
-    ``server.errors`` and the ``wsline.server`` logger.
+    ``server.errors`` and the ``wsline`` logger.
 
     - ``subprotocols``: names in this server's order of preference; the first
       one the client offered is chosen (``select_subprotocol(request, offered)``
@@ -698,7 +710,7 @@ def serve(
     if http_handler is None:
         http_handler = getattr(handler, "handle_http", None)
     check_upgrade = getattr(handler, "check_upgrade", None)
-    deflate_config = (deflate or pmd.DeflateConfig()) if compression == "deflate" else None
+    deflate_config = (deflate or pmd.DEFAULT_CONFIG) if compression == "deflate" else None
     opts = _Options(
         handler=handler,
         subprotocols=subprotocols,
