@@ -47,6 +47,12 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test]'
 	touch $@ $(STAMP_BASE)
 
+# Node's ws package for the interop tests (from the lock file).
+NODE_WS = tests/interop/node_modules/.package-lock.json
+$(NODE_WS): tests/interop/package-lock.json
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+	touch $@
+
 venv: $(STAMP_TEST)
 
 demo: $(STAMP_BASE)
@@ -54,15 +60,15 @@ demo: $(STAMP_BASE)
 
 lint: $(STAMP_TEST)
 	@rc=0; \
-	echo "== ruff check src tests compliance"; $(VENV)/bin/ruff check src tests compliance || rc=1; \
+	echo "== ruff check src tests compliance benchmarks examples"; $(VENV)/bin/ruff check src tests compliance benchmarks examples || rc=1; \
 	echo "== mypy"; $(VENV)/bin/mypy || rc=1; \
 	exit $$rc
 
 # All three steps run even when one fails (so pytest's summary is always
 # there); the exit status is non-zero if any of them failed.
-test: $(STAMP_TEST)
+test: $(STAMP_TEST) $(NODE_WS)
 	@rc=0; ruff=ok; mypy=ok; pytest=ok; \
-	echo "== ruff check src tests compliance"; $(VENV)/bin/ruff check src tests compliance || { rc=1; ruff=FAILED; }; \
+	echo "== ruff check src tests compliance benchmarks examples"; $(VENV)/bin/ruff check src tests compliance benchmarks examples || { rc=1; ruff=FAILED; }; \
 	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
 	echo "== pytest $(PYTEST_ARGS)"; $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pytest=FAILED; }; \
 	echo "== make test: ruff $$ruff, mypy $$mypy, pytest $$pytest"; \
