@@ -288,6 +288,7 @@ class connect:
             max_size=self.max_size,
             deflate=deflate,
             compress_threshold=self.deflate.threshold if self.deflate is not None else 0,
+            defer_close_reply=True,
         )
         request = Request("GET", wsuri.resource, Headers(_request_headers(request_bytes)))
         ws = WebSocket(

@@ -138,7 +138,7 @@ class WebSocket:
         self._keepalive_ping: bytes | None = None
         self._keepalive_failed = False
         self._close_timer: asyncio.TimerHandle | None = None
-        self._fail_handle: asyncio.Handle | None = None
+        self._close_handle: asyncio.Handle | None = None
         self._closed_exc: ConnectionClosed | None = None
         #: Round-trip time of the last answered ping, in seconds.
         self.latency: float | None = None
@@ -224,25 +224,30 @@ class WebSocket:
                 self._on_pong(cast(Pong, event).payload)
             elif kind is Ping:
                 pass
-            elif kind is CloseFrame:
-                self._on_closing()
-            elif kind is Failure:
-                err = cast(Failure, event).error
-                self.logger.info("failing connection with %d: %s", err.code, err.reason)
+            elif kind is CloseFrame or kind is Failure:
+                if kind is Failure:
+                    err = cast(Failure, event).error
+                    self.logger.info("failing connection with %d: %s", err.code, err.reason)
                 # Let the application answer the messages that came before the
-                # bad frame, then send the close frame: right after it has read
-                # them, or after one second at most.
+                # close (or the bad frame), then send our close frame: right
+                # after it has read them, or after one second at most.
                 if self._messages:
-                    self._fail_handle = self._loop.call_later(min(1.0, self.close_timeout), self._fail_now)
+                    self._close_handle = self._loop.call_later(
+                        min(1.0, self.close_timeout), self._send_pending_close
+                    )
                 else:
-                    self._fail_handle = self._loop.call_soon(self._fail_now)
+                    self._close_handle = self._loop.call_soon(self._send_pending_close)
 
-    def _fail_now(self) -> None:
-        if self._fail_handle is not None:
-            self._fail_handle.cancel()
-            self._fail_handle = None
+    def _send_pending_close(self) -> None:
+        """Answer the peer's close frame, or fail the connection after a protocol error."""
+        if self._close_handle is not None:
+            self._close_handle.cancel()
+            self._close_handle = None
         if not self._lost:
-            self._transport.write(self._core.send_failure_close())
+            core = self._core
+            data = core.send_failure_close() if core.failure is not None else core.send_close_reply()
+            if data:
+                self._transport.write(data)
         self._on_closing()
 
     def _deliver(self, message: Data) -> None:
@@ -295,9 +300,9 @@ class WebSocket:
         self._cancel_keepalive()
         if self._close_timer is not None:
             self._close_timer.cancel()
-        if self._fail_handle is not None:
-            self._fail_handle.cancel()
-            self._fail_handle = None
+        if self._close_handle is not None:
+            self._close_handle.cancel()
+            self._close_handle = None
         closed = self._closed_error()
         if exc is not None:
             self.logger.debug("connection lost: %r", exc)
@@ -340,9 +345,9 @@ class WebSocket:
         messages = self._messages
         if messages:
             message = messages.popleft()
-            if not messages and self._fail_handle is not None:
-                self._fail_handle.cancel()
-                self._fail_handle = self._loop.call_soon(self._fail_now)
+            if not messages and self._close_handle is not None:
+                self._close_handle.cancel()
+                self._close_handle = self._loop.call_soon(self._send_pending_close)
             if self._reading_paused and len(messages) <= (self._max_queue or 0) // 4:
                 self._reading_paused = False
                 self._transport.resume_reading()
@@ -594,6 +599,8 @@ class WebSocket:
             if core.close_sent is None:
                 if core.failure is not None:
                     data = core.send_failure_close()  # the protocol error's code wins
+                elif core.close_rcvd is not None:
+                    data = core.send_close_reply()  # the peer closed first: echo its code
                 else:
                     data = core.send_close(code, reason)
                 self._transport.write(data)

@@ -412,11 +412,18 @@ class _ServerProtocol(ProtocolBase):
         hook = self.opts.process_request
         if hook is None:
             return None
-        result = hook(request)
-        if inspect.isawaitable(result):
-            result = await result
-        if result is not None and not isinstance(result, Response):
-            raise TypeError("process_request must return a Response or None")
+        try:
+            result = hook(request)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None and not isinstance(result, Response):
+                raise TypeError("process_request must return a Response or None")
+        except HandshakeRejected:
+            raise
+        except Exception as exc:
+            logger.error("[%s] process_request failed: %r", self.conn_id, exc, exc_info=True)
+            self.server._report(exc, self._info())
+            return reject_response(500, "internal server error\n")
         return result
 
     async def _http(self, request: Request) -> Response:
@@ -472,6 +479,7 @@ class _ServerProtocol(ProtocolBase):
             max_size=opts.max_size,
             deflate=deflate,
             compress_threshold=opts.deflate.threshold if opts.deflate is not None else 0,
+            defer_close_reply=True,
         )
         ws = WebSocket(
             self.transport,
@@ -486,7 +494,7 @@ class _ServerProtocol(ProtocolBase):
             conn_id=self.conn_id,
         )
         self.ws = ws
-        ws.logger.debug("connection open: %s %s", request.method, request.target)
+        ws.logger.debug("connection open: %s", request.path)  # not the query: it may hold tokens
         if self._inbuf:
             rest, self._inbuf = self._inbuf, bytearray()
             ws._feed(memoryview(rest))

@@ -122,7 +122,10 @@ class Connection:
     """One side of a WebSocket connection after the opening handshake.
 
     ``max_size`` bounds a whole message (after decompression); ``None`` means no
-    limit. ``deflate`` is the negotiated permessage-deflate state, if any.
+    limit. ``deflate`` is the negotiated permessage-deflate state, if any. With
+    ``defer_close_reply``, the peer's close frame is not answered at once: the
+    application may first answer the messages that came before it, then sends
+    :meth:`send_close_reply` (RFC 6455 5.5.1 allows finishing the current message).
     """
 
     def __init__(
@@ -132,8 +135,10 @@ class Connection:
         max_size: int | None = 2**20,
         deflate: object | None = None,
         compress_threshold: int = 32,
+        defer_close_reply: bool = False,
     ) -> None:
         self.is_client = is_client
+        self.defer_close_reply = defer_close_reply
         self.state = State.OPEN
         self.max_size: int = max_size if max_size is not None else (1 << 63)
         self.deflate = deflate
@@ -394,12 +399,26 @@ class Connection:
             self.close_rcvd = frame
             self._stopped = True
             if self.close_sent is None:
-                # Echo the peer's code and reason (RFC 6455 5.5.1).
-                reply = None if code == 1005 else code
-                self.outbox.append(self._frame_bytes(8, build_close_payload(reply, reason)))
-                self.close_sent = (reply or 1005, reason)
+                if self.defer_close_reply:
+                    self.state = State.CLOSING
+                    events.append(frame)
+                    return
+                self.outbox.append(self.send_close_reply())
             self.state = State.CLOSED
             events.append(frame)
+
+    def send_close_reply(self) -> bytes:
+        """The answer to the peer's close frame: its code and reason echoed (RFC 6455 5.5.1).
+
+        Needed only with ``defer_close_reply``; ``b""`` when there is nothing to answer.
+        """
+        frame = self.close_rcvd
+        if frame is None or self.close_sent is not None:
+            return b""
+        reply = None if frame.code == 1005 else frame.code
+        self.close_sent = (reply or 1005, frame.reason)
+        self.state = State.CLOSED
+        return self._frame_bytes(8, build_close_payload(reply, frame.reason))
 
     def _fail(self, exc: ProtocolError, events: list[Event]) -> None:
         self.failure = exc
@@ -433,7 +452,8 @@ class Connection:
         return head + mask + _frames.apply_mask(payload, mask)
 
     def _check_can_send(self) -> None:
-        if self.close_sent is not None or self.state is not State.OPEN:
+        # Data may still go out after the peer's close frame, until our reply.
+        if self.close_sent is not None or self.state is State.CLOSED:
             raise InvalidState(f"cannot send in state {self.state.name}")
 
     def send_message(self, message: BytesLike | str, *, compress: bool | None = None) -> bytes:
