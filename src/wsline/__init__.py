@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import gate, http, log
 from .aio.client import connect
 from .aio.connection import Data, WebSocket
 from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .protocol.connection import State
 from .protocol.deflate import DeflateConfig
+from .http import Router
 from .protocol.handshake import Headers, Request, Response
 
 __all__ = [
