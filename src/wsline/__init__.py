@@ -35,9 +35,9 @@ from .errors import (
     ProtocolError,
     WebSocketError,
 )
+from .http import Router
 from .protocol.connection import State
 from .protocol.deflate import DeflateConfig
-from .http import Router
 from .protocol.handshake import Headers, Request, Response
 
 __all__ = [
