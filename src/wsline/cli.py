@@ -10,7 +10,7 @@ import sys
 from importlib import resources
 from typing import Sequence
 
-from . import __version__
+from . import __version__, chat, connect_cli
 from .aio.connection import WebSocket
 from .aio.server import serve
 from .errors import ConnectionClosed
@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo.add_argument("--no-compression", action="store_true", help="decline permessage-deflate")
     echo.add_argument("--no-page", action="store_true", help="do not serve the demo page on /")
     echo.add_argument("--no-ping", action="store_true", help="no keepalive pings")
+    connect_cli.add_parser(sub)
+    chat.add_parser(sub)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(
@@ -119,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "echo":
             return asyncio.run(_run_echo(args))
+        if args.command == "connect":
+            return connect_cli.run(args)
+        if args.command == "chat":
+            return chat.run(args)
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

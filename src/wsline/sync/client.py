@@ -1,0 +1,866 @@
+"""The blocking WebSocket client: ``wsline.sync.connect(uri)``.
+
+Built on the same sans-I/O :class:`~wsline.protocol.connection.Connection` as
+the asyncio client, with plain :mod:`socket` and :mod:`ssl`.
+
+Threads
+-------
+Each connection has a background *reader thread*: it reads the socket, feeds
+the protocol core and queues the messages for :meth:`ClientConnection.recv`.
+Pings are therefore answered and the closing handshake completes while the
+application is busy elsewhere, and ``recv(timeout=...)`` is a plain wait on a
+condition variable. ``ping_interval`` adds a second thread for keepalive pings.
+
+Every frame is made by the core under one lock and written by the thread that
+holds the *write lock*, in the order the core made it (permessage-deflate with
+context takeover depends on that order). Control frames made outside
+:meth:`ClientConnection.send` (pongs and the close reply from the reader, and
+:meth:`~ClientConnection.close`, :meth:`~ClientConnection.ping`) are queued and
+written by whichever thread writes next: the reader never waits for the
+``sendall`` of another thread, and a close frame can go out between the
+fragments of a message.
+
+All methods may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import ssl as ssl_module
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+
+from .. import __version__
+from ..errors import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    KeepaliveTimeout,
+)
+from ..protocol import deflate as pmd
+from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong, State
+from ..protocol.handshake import (
+    Headers,
+    Request,
+    Response,
+    build_request,
+    check_response,
+    generate_key,
+    parse_response,
+    parse_uri,
+)
+
+__all__ = ["connect", "ClientConnection", "Data"]
+
+#: A received message: ``str`` for text, ``bytes`` for binary.
+Data = Union[str, bytes]
+Sendable = Union[str, bytes, bytearray, memoryview]
+
+logger = logging.getLogger("wsline.sync")
+
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 64 * 1024
+_RECV_SIZE = 64 * 1024
+
+
+# ---------------------------------------------------------------- connection
+
+
+class _PingWaiter:
+    __slots__ = ("error", "event", "rtt", "sent")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.sent = time.monotonic()
+        self.rtt = 0.0
+        self.error: ConnectionClosed | None = None
+
+
+class ClientConnection:
+    """An open client connection (made by :func:`connect`).
+
+    ``recv()`` / ``for message in ws`` receive (``str`` for text, ``bytes`` for
+    binary); ``send(message)`` sends; ``close()`` runs the closing handshake.
+    Once the connection is closed, ``recv`` and ``send`` raise
+    :class:`~wsline.errors.ConnectionClosedOK` (codes 1000/1001) or
+    :class:`~wsline.errors.ConnectionClosedError`.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        core: Connection,
+        *,
+        request: Request,
+        response: Response,
+        subprotocol: str | None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 10.0,
+        max_queue: int | None = 32,
+        received: bytes = b"",
+    ) -> None:
+        self._sock = sock
+        self._core = core
+        #: The upgrade request that was sent.
+        self.request = request
+        #: The server's 101 response.
+        self.response = response
+        #: The negotiated subprotocol, or ``None``.
+        self.subprotocol = subprotocol
+        #: The server's address as the socket gives it.
+        self.remote_address: Any = _address(sock, "getpeername")
+        #: This side's address.
+        self.local_address: Any = _address(sock, "getsockname")
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.max_queue = max_queue
+        #: Round-trip time of the last answered ping, in seconds.
+        self.latency: float | None = None
+
+        # The core and the frames waiting to be written (in the core's order).
+        self._core_lock = threading.Lock()
+        self._pending: list[bytes] = []
+        # Held while writing to the socket; the socket is closed under it too.
+        self._write_lock = threading.Lock()
+        self._sock_closed = False
+        # Received messages, pings, and the end of the connection.
+        self._cond = threading.Condition()
+        self._messages: collections.deque[Data] = collections.deque()
+        self._ended = False  # no more messages: close frame, failure or lost
+        self._lost = False  # the reader is done: the TCP connection is over
+        self._draining = False  # closing: the reader ignores max_queue
+        self._reader_waiting = False
+        self._pings: dict[bytes, _PingWaiter] = {}
+        self._closed_exc: ConnectionClosed | None = None
+        self._close_timer: threading.Timer | None = None
+        self._keepalive_failed = False
+        self._stop = threading.Event()
+
+        sock.settimeout(None)
+        if received:  # bytes that came in the same read as the 101
+            self._process(memoryview(received))
+        name = _format_address(self.remote_address)
+        self._reader = threading.Thread(target=self._read_loop, name=f"wsline-reader {name}", daemon=True)
+        self._reader.start()
+        self._keepalive_thread: threading.Thread | None = None
+        if ping_interval is not None:
+            self._keepalive_thread = threading.Thread(
+                target=self._keepalive, name=f"wsline-keepalive {name}", daemon=True
+            )
+            self._keepalive_thread.start()
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def state(self) -> State:
+        """OPEN, CLOSING or CLOSED."""
+        return State.CLOSED if self._lost else self._core.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The peer's close code once closed (1006: closed without a close frame)."""
+        if self._core.close_rcvd is not None:
+            return self._core.close_rcvd.code
+        if self._lost:
+            return self._closed_error().code
+        return None
+
+    @property
+    def close_reason(self) -> str:
+        """The peer's close reason once closed."""
+        if self._core.close_rcvd is not None:
+            return self._core.close_rcvd.reason
+        if self._lost:
+            return self._closed_error().reason
+        return ""
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {_format_address(self.remote_address)} {self.state.name}>"
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The exception that describes how the connection ended (or is ending)."""
+        if self._closed_exc is not None:
+            return self._closed_exc
+        core = self._core
+        rcvd = core.close_rcvd
+        sent_code = core.close_sent[0] if core.close_sent else None
+        exc: ConnectionClosed
+        if self._keepalive_failed:
+            exc = KeepaliveTimeout(self.ping_timeout or 0.0, self.latency)
+        elif rcvd is not None:
+            initiator = "local" if core.close_sent_first else "remote"
+            cls = ConnectionClosedOK if rcvd.code in (1000, 1001) else ConnectionClosedError
+            if core.failure is not None and core.close_sent_first:
+                cls = ConnectionClosedError
+            exc = cls(rcvd.code, rcvd.reason, initiator, sent_code)  # type: ignore[arg-type]
+        elif core.failure is not None:
+            exc = ConnectionClosedError(core.failure.code, core.failure.reason, "local", sent_code)
+        else:
+            initiator = "local" if core.close_sent is not None else "none"
+            exc = ConnectionClosedError(1006, "", initiator, sent_code)  # type: ignore[arg-type]
+        if self._lost:
+            self._closed_exc = exc
+        return exc
+
+    # --------------------------------------------------------------- reading
+
+    def _read_loop(self) -> None:
+        buf = bytearray(_RECV_SIZE)
+        view = memoryview(buf)
+        error: BaseException | None = None
+        try:
+            while True:
+                if self.max_queue is not None:
+                    self._wait_for_room(self.max_queue)
+                try:
+                    n = self._sock.recv_into(buf)
+                except OSError as exc:  # reset, TLS error, or aborted by this side
+                    error = exc
+                    break
+                if not n:
+                    break
+                self._process(view[:n])
+        except Exception as exc:
+            logger.error("reader thread failed: %r", exc, exc_info=True)
+            error = exc
+        finally:
+            self._connection_lost(error)
+
+    def _wait_for_room(self, max_queue: int) -> None:
+        """Stop reading while ``max_queue`` messages wait (until one is read, or closing)."""
+        with self._cond:
+            while len(self._messages) >= max_queue and not self._draining:
+                self._reader_waiting = True
+                self._cond.wait()
+            self._reader_waiting = False
+
+    def _process(self, data: memoryview) -> None:
+        """Feed received bytes to the core and act on the events."""
+        core = self._core
+        with self._core_lock:
+            events = core.receive_data(data)
+            if core.outbox:
+                self._pending.extend(core.data_to_send())
+        if not events:
+            self._flush()
+            return
+        closing = False
+        with self._cond:
+            for event in events:
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    self._messages.append(event)  # type: ignore[arg-type]
+                elif kind is Pong:
+                    self._on_pong(event.payload)  # type: ignore[union-attr]
+                elif kind is CloseFrame:
+                    closing = True
+                elif kind is Failure:
+                    err = event.error  # type: ignore[union-attr]
+                    logger.info("failing connection with %d: %s", err.code, err.reason)
+                    closing = True
+            if closing:
+                self._ended = True
+            self._cond.notify_all()
+        if closing:
+            with self._core_lock:
+                if core.failure is not None:
+                    failure_close = core.send_failure_close()
+                    if failure_close:
+                        self._pending.append(failure_close)
+            # The server closes the TCP connection first (RFC 6455 7.1.1).
+            self._start_close_timer()
+        self._flush()
+
+    def _on_pong(self, payload: bytes) -> None:
+        # Called with self._cond held.
+        pings = self._pings
+        if payload not in pings:
+            return
+        now = time.monotonic()
+        # A pong answers its ping and every ping sent before it (RFC 6455 5.5.3).
+        for key in list(pings):
+            waiter = pings.pop(key)
+            waiter.rtt = now - waiter.sent
+            waiter.event.set()
+            if key == payload:
+                self.latency = waiter.rtt
+                break
+
+    def _connection_lost(self, error: BaseException | None) -> None:
+        if error is not None:
+            logger.debug("connection lost: %r", error)
+        with self._core_lock:
+            self._core.receive_eof()
+            self._pending.clear()
+        with self._cond:
+            self._lost = True
+            self._ended = True
+            self._draining = True
+            closed = self._closed_error()
+            for waiter in self._pings.values():
+                waiter.error = closed
+                waiter.event.set()
+            self._pings.clear()
+            timer, self._close_timer = self._close_timer, None
+            self._cond.notify_all()
+        if timer is not None:
+            timer.cancel()
+        self._stop.set()
+        self._shutdown()  # a writer blocked in sendall fails at once
+        self._flush()  # closes the socket unless another thread is writing (then it does)
+
+    # ------------------------------------------------------------- receiving
+
+    def recv(self, timeout: float | None = None) -> Data:
+        """Wait for the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass without a
+        message (the connection stays usable), and
+        :class:`~wsline.errors.ConnectionClosed` once the connection is closed
+        and every message received before was read.
+        """
+        with self._cond:
+            messages = self._messages
+            if not messages:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not messages:
+                    if self._ended:
+                        raise self._closed_error().with_traceback(None)
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError("recv() timed out")
+                        self._cond.wait(left)
+            message = messages.popleft()
+            if self._reader_waiting:
+                self._cond.notify_all()
+            return message
+
+    def __iter__(self) -> Iterator[Data]:
+        """Yield messages until the connection closes; ends quietly on 1000/1001."""
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
+
+    # --------------------------------------------------------------- sending
+
+    def send(self, message: Sendable | Iterable[Sendable], *, compress: bool | None = None) -> None:
+        """Send a message: ``str`` as text; ``bytes``, ``bytearray`` or ``memoryview`` as binary.
+
+        An iterable of such pieces goes out as one fragmented message (all
+        pieces of one kind; fragments are never compressed). ``compress=False``
+        skips compression for this message. Blocks while the socket's send
+        buffer is full.
+        """
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            self._send_message(message, compress)
+        elif isinstance(message, Mapping):
+            raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
+        elif isinstance(message, Iterable):
+            self._send_fragments(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; use str or a bytes-like object")
+
+    def _send_message(self, message: Sendable, compress: bool | None) -> None:
+        try:
+            with self._write_lock:
+                self._write_frame(lambda core: core.send_message(message, compress=compress))
+        finally:
+            self._flush()
+
+    def _send_fragments(self, pieces: Iterable[Sendable]) -> None:
+        try:
+            with self._write_lock:
+                first = True
+                previous: Sendable | None = None
+                try:
+                    for piece in pieces:
+                        if not isinstance(piece, (str, bytes, bytearray, memoryview)):
+                            raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
+                        if previous is not None:
+                            if isinstance(previous, str) != isinstance(piece, str):
+                                raise TypeError("all fragments of a message must be str, or all bytes-like")
+                            self._write_fragment(previous, False, first)
+                            first = False
+                        previous = piece
+                    if previous is not None:
+                        self._write_fragment(previous, True, first)
+                except BaseException:
+                    if not first:
+                        # Half a message is on the wire and the rest will never
+                        # come: the stream cannot carry another message. Close.
+                        self._queue_close(1011, "incomplete fragmented message")
+                    raise
+        finally:
+            self._flush()
+
+    def _write_fragment(self, piece: Sendable, fin: bool, first: bool) -> None:
+        opcode = (1 if isinstance(piece, str) else 2) if first else 0
+        payload = piece.encode("utf-8") if isinstance(piece, str) else piece
+        self._write_frame(lambda core: core.send_frame(opcode, payload, fin))
+
+    def _write_frame(self, make: Callable[[Connection], bytes]) -> None:
+        """Make a frame with the core and write it after the queued frames (write lock held)."""
+        if self._lost:
+            raise self._closed_error().with_traceback(None)
+        frame: bytes | None = None
+        with self._core_lock:
+            try:
+                frame = make(self._core)
+            except InvalidState:
+                pass
+            chunks = self._pending
+            self._pending = []
+        if frame is not None:
+            chunks.append(frame)
+        ok = self._write(b"".join(chunks) if len(chunks) > 1 else chunks[0]) if chunks else True
+        if frame is None:
+            raise self._closed_error().with_traceback(None)
+        if not ok:
+            self._reader.join(1.0)  # the reader sees the end and settles the close code
+            raise self._closed_error().with_traceback(None)
+
+    def _write(self, data: bytes) -> bool:
+        """Write with the write lock held; on failure drop the connection."""
+        try:
+            self._sock.sendall(data)
+            return True
+        except OSError as exc:
+            logger.debug("write failed: %r", exc)
+            self._shutdown()
+            return False
+
+    def _flush(self) -> None:
+        """Write queued frames unless another thread is writing (it will write them)."""
+        while True:
+            with self._core_lock:
+                work = bool(self._pending) or (self._lost and not self._sock_closed)
+            if not work or not self._write_lock.acquire(blocking=False):
+                return
+            try:
+                with self._core_lock:
+                    data = b"".join(self._pending)
+                    self._pending.clear()
+                if self._lost:
+                    if not self._sock_closed:
+                        self._sock_closed = True
+                        self._sock.close()
+                elif data:
+                    self._write(data)
+            finally:
+                self._write_lock.release()
+
+    # ------------------------------------------------------------ ping / pong
+
+    def ping(self, data: str | bytes | None = None, *, timeout: float | None = None) -> float:
+        """Send a ping and wait for its pong; return the round-trip time in seconds.
+
+        ``data`` is the payload (4 random bytes by default, at most 125 bytes).
+        Waits ``timeout`` seconds (default: ``ping_timeout``; ``None`` there
+        waits for ever), then raises :class:`TimeoutError`.
+        """
+        if data is None:
+            payload = os.urandom(4)
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            if len(payload) > 125:
+                raise ValueError("ping payload longer than 125 bytes")
+        waiter = _PingWaiter()
+        with self._cond:
+            if self._lost:
+                raise self._closed_error().with_traceback(None)
+            while data is None and payload in self._pings:
+                payload = os.urandom(4)
+            if payload in self._pings:
+                raise ValueError("a ping with this payload is already waiting for its pong")
+            self._pings[payload] = waiter
+        frame = None
+        with self._core_lock:
+            try:
+                frame = self._core.send_ping(payload)
+            except InvalidState:
+                pass
+            else:
+                self._pending.append(frame)
+        if frame is None:
+            with self._cond:
+                self._pings.pop(payload, None)
+            raise self._closed_error().with_traceback(None)
+        self._flush()
+        wait = self.ping_timeout if timeout is None else timeout
+        if not waiter.event.wait(wait):
+            with self._cond:
+                if self._pings.get(payload) is waiter:
+                    del self._pings[payload]
+            if not waiter.event.is_set():
+                raise TimeoutError(f"no pong within {wait:g} s")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.rtt
+
+    def pong(self, data: str | bytes = b"") -> None:
+        """Send an unsolicited pong (a unidirectional heartbeat)."""
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        try:
+            with self._write_lock:
+                self._write_frame(lambda core: core.send_pong(payload))
+        finally:
+            self._flush()
+
+    def _keepalive(self) -> None:
+        interval = self.ping_interval
+        assert interval is not None
+        while not self._stop.wait(interval):
+            try:
+                self.ping(timeout=self.ping_timeout)
+            except ConnectionClosed:
+                return
+            except TimeoutError:
+                if self._lost:
+                    return
+                logger.info("no pong within %g s: closing the connection", self.ping_timeout)
+                self._keepalive_failed = True
+                self._queue_close(1011, "keepalive ping timeout")
+                self._flush()
+                self._abort()
+                return
+
+    # ----------------------------------------------------------------- close
+
+    def _queue_close(self, code: int, reason: str) -> None:
+        """Queue a close frame (unless one was sent) and start the close timer."""
+        if self._lost:
+            return
+        with self._core_lock:
+            core = self._core
+            if core.close_sent is None and core.state is not State.CLOSED:
+                data = (
+                    core.send_failure_close() if core.failure is not None else core.send_close(code, reason)
+                )
+                if data:
+                    self._pending.append(data)
+        self._start_close_timer()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Run the closing handshake and wait until the TCP connection is closed.
+
+        Waits ``close_timeout`` seconds for the server's close frame and the
+        end of the TCP connection, then drops the connection. Never raises
+        because the connection is already closed.
+        """
+        if not self._lost:
+            with self._cond:
+                self._draining = True  # messages keep arriving until the server's close frame
+                self._cond.notify_all()
+            self._queue_close(code, reason)
+            self._flush()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(self.close_timeout + 1.0)
+            if self._reader.is_alive():  # pragma: no cover - defensive
+                logger.warning("reader thread still running after close()")
+
+    def _start_close_timer(self) -> None:
+        with self._cond:
+            if self._close_timer is not None or self._lost:
+                return
+            timer = threading.Timer(self.close_timeout, self._close_timed_out)
+            timer.daemon = True
+            self._close_timer = timer
+        timer.start()
+
+    def _close_timed_out(self) -> None:
+        if not self._lost:
+            logger.info("closing handshake timed out after %g s; dropping the connection", self.close_timeout)
+            self._abort()
+
+    def _abort(self) -> None:
+        """Drop the TCP connection without waiting; the reader sees the end."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        # socket.socket.shutdown, not SSLSocket.shutdown: the latter drops the
+        # TLS object under the feet of a concurrent reader or writer.
+        try:
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __enter__(self) -> ClientConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _address(sock: socket.socket, method: str) -> Any:
+    try:
+        return getattr(sock, method)()
+    except OSError:  # pragma: no cover - the peer is already gone
+        return None
+
+
+def _format_address(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+# ----------------------------------------------------------------- handshake
+
+
+class _Deadline:
+    def __init__(self, timeout: float | None) -> None:
+        self.end = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        """Seconds left; raises :class:`TimeoutError` when none are."""
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("open_timeout passed")
+        return left
+
+
+def connect(
+    uri: str,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    origin: str | None = None,
+    compression: str | None = "deflate",
+    deflate: pmd.DeflateConfig | None = None,
+    open_timeout: float | None = 10.0,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = 20.0,
+    close_timeout: float = 10.0,
+    max_size: int | None = 2**20,
+    max_queue: int | None = 32,
+    ssl: ssl_module.SSLContext | bool | None = None,
+    server_hostname: str | None = None,
+    sock: socket.socket | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    user_agent: str | None = f"wsline/{__version__}",
+) -> ClientConnection:
+    """Open a client connection; use as ``with connect(uri) as ws:`` or call ``ws.close()``.
+
+    The options are those of :func:`wsline.connect` (asyncio): ``subprotocols``
+    are offered in order and the server's choice is checked; ``headers`` adds
+    request headers; ``ssl`` takes an :class:`ssl.SSLContext` (``wss://``
+    verifies certificates by default); ``compression="deflate"`` offers
+    permessage-deflate, ``None`` does not; ``open_timeout`` bounds the TCP
+    connect, TLS and HTTP handshake together; ``max_size`` bounds incoming
+    messages (``None``: no limit); ``max_queue`` received messages may wait
+    for :meth:`~ClientConnection.recv` before reading stops.
+    ``ping_interval`` (off by default) sends keepalive pings from a background
+    thread and drops the connection when no pong comes within ``ping_timeout``.
+    ``sock`` is an already connected socket; ``host``/``port`` override where
+    to connect.
+
+    Raises :class:`~wsline.errors.InvalidURI` for a bad URI,
+    :class:`~wsline.errors.InvalidStatus` (with ``status`` and ``body``) when
+    the server answers other than 101, :class:`~wsline.errors.InvalidHandshake`
+    for a bad 101 or a failed TLS certificate check, :class:`TimeoutError`
+    after ``open_timeout`` and :class:`OSError` (e.g.
+    :class:`ConnectionRefusedError`) when the server cannot be reached.
+    """
+    if compression not in ("deflate", None):
+        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+    wsuri = parse_uri(uri)
+    if ssl and not wsuri.secure:
+        raise ValueError("ssl= was given for a ws:// URI; use wss://")
+    if ping_interval is not None and ping_interval <= 0:
+        raise ValueError("ping_interval must be positive or None")
+    if headers is None:
+        extra_headers: list[tuple[str, str]] = []
+    elif isinstance(headers, Mapping):
+        extra_headers = list(headers.items())
+    else:
+        extra_headers = list(headers)
+    deflate_config = (deflate or pmd.DeflateConfig()) if compression == "deflate" else None
+    subprotocol_list = list(subprotocols or [])
+    key = generate_key()
+    request_bytes = build_request(
+        wsuri,
+        key,
+        subprotocols=subprotocol_list,
+        extensions=pmd.client_offer(deflate_config) if deflate_config is not None else None,
+        origin=origin,
+        extra_headers=extra_headers,
+        user_agent=user_agent,
+    )
+    deadline = _Deadline(open_timeout)
+    conn: socket.socket | None = sock
+    try:
+        if conn is None:
+            conn = socket.create_connection((host or wsuri.host, port or wsuri.port), timeout=deadline.left())
+        _set_nodelay(conn)
+        if wsuri.secure:
+            context = ssl if isinstance(ssl, ssl_module.SSLContext) else ssl_module.create_default_context()
+            conn.settimeout(deadline.left())
+            try:
+                conn = context.wrap_socket(conn, server_hostname=server_hostname or wsuri.host)
+            except ssl_module.SSLCertVerificationError as exc:
+                raise InvalidHandshake(
+                    f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}"
+                ) from exc
+        conn.settimeout(deadline.left())
+        conn.sendall(request_bytes)
+        response, rest = _read_response(conn, deadline)
+        if response.status != 101:
+            raise InvalidStatus(response.status, response.reason, response.headers.items(), response.body)
+        subprotocol = check_response(response, key, subprotocol_list)
+        negotiated = None
+        ext_values = response.headers.get_all("Sec-WebSocket-Extensions")
+        if ext_values:
+            if deflate_config is None:
+                raise InvalidHandshake("the server accepted an extension we did not offer")
+            negotiated = pmd.client_negotiate(ext_values, deflate_config)
+    except TimeoutError:
+        if conn is not None:
+            conn.close()
+        raise TimeoutError(f"opening handshake with {uri} timed out after {open_timeout:g} s") from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    core = Connection(
+        True,
+        max_size=max_size,
+        deflate=negotiated,
+        compress_threshold=deflate_config.threshold if deflate_config is not None else 0,
+    )
+    request = Request("GET", wsuri.resource, Headers(_request_headers(request_bytes)))
+    return ClientConnection(
+        conn,
+        core,
+        request=request,
+        response=response,
+        subprotocol=subprotocol,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        max_queue=max_queue,
+        received=rest,
+    )
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - platform specific
+            pass
+
+
+def _recv(sock: socket.socket, deadline: _Deadline) -> bytes:
+    sock.settimeout(deadline.left())
+    try:
+        return sock.recv(_RECV_SIZE)
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise InvalidHandshake(
+            f"the server closed the connection during the opening handshake: {exc}"
+        ) from exc
+
+
+def _read_response(sock: socket.socket, deadline: _Deadline) -> tuple[Response, bytes]:
+    """Read the response head (and a rejection's body); return it and the bytes after a 101."""
+    buf = bytearray()
+    scan_from = 0
+    while True:
+        end = buf.find(b"\r\n\r\n", scan_from)
+        if end >= 0:
+            break
+        if len(buf) > _MAX_HEAD:
+            raise InvalidHandshake("the server's response head is too large")
+        scan_from = max(0, len(buf) - 3)
+        data = _recv(sock, deadline)
+        if not data:
+            raise InvalidHandshake("the server closed the connection during the opening handshake")
+        buf += data
+    response = parse_response(bytes(buf[:end]))
+    del buf[: end + 4]
+    if response.status == 101:
+        return response, bytes(buf)
+    # A rejection: read its body (for the error message), within the deadline.
+    status = response.status
+    codings = ",".join(response.headers.get_all("Transfer-Encoding")).lower()
+    length = response.headers.get("Content-Length")
+    chunked = "chunked" in codings
+    if status < 200 or status in (204, 304):
+        needed = 0
+    elif not chunked and length is not None and length.isdigit():
+        needed = min(int(length), _MAX_BODY)
+    else:
+        needed = _MAX_BODY  # chunked, or until the server closes
+    try:
+        while len(buf) < needed and not (chunked and _dechunk(buf) is not None):
+            data = _recv(sock, deadline)
+            if not data:
+                break
+            buf += data
+    except (TimeoutError, InvalidHandshake):
+        pass  # report what came
+    if chunked:
+        response.body = _dechunk(buf) or _dechunk(buf, partial=True) or b""
+    else:
+        response.body = bytes(buf[:needed])
+    return response, b""
+
+
+def _dechunk(data: bytes | bytearray, partial: bool = False) -> bytes | None:
+    """Decode a chunked body; ``None`` while incomplete (unless ``partial``)."""
+    body = bytearray()
+    pos = 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            break
+        try:
+            size = int(bytes(data[pos:end]).split(b";", 1)[0].strip() or b"x", 16)
+        except ValueError:
+            return bytes(body)  # malformed: keep what was decoded
+        if size == 0:
+            return bytes(body)
+        start = end + 2
+        if len(data) < start + size:
+            if partial:
+                body += data[start:]
+            break
+        body += data[start : start + size]
+        pos = start + size + 2
+    return bytes(body) if partial else None
+
+
+def _request_headers(request_bytes: bytes) -> list[tuple[str, str]]:
+    out = []
+    for line in request_bytes.decode("latin-1").split("\r\n")[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            out.append((name, value.strip()))
+    return out
