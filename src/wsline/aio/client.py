@@ -18,6 +18,7 @@ from ..protocol.handshake import (
     Response,
     build_request,
     check_response,
+    decode_chunked,
     generate_key,
     parse_response,
     parse_uri,
@@ -28,30 +29,6 @@ __all__ = ["connect"]
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024
-
-
-def _dechunk(data: bytes | bytearray, partial: bool = False) -> bytes | None:
-    """Decode a chunked body; ``None`` while incomplete (unless ``partial``)."""
-    body = bytearray()
-    pos = 0
-    while True:
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            break
-        try:
-            size = int(bytes(data[pos:end]).split(b";", 1)[0].strip() or b"x", 16)
-        except ValueError:
-            return bytes(body)  # malformed: keep what was decoded
-        if size == 0:
-            return bytes(body)
-        start = end + 2
-        if len(data) < start + size:
-            if partial:
-                body += data[start:]
-            break
-        body += data[start : start + size]
-        pos = start + size + 2
-    return bytes(body) if partial else None
 
 
 class _ClientProtocol(ProtocolBase):
@@ -107,7 +84,7 @@ class _ClientProtocol(ProtocolBase):
             else:
                 self._body_needed = _MAX_BODY  # read until the server closes
         if self._chunked:
-            body = _dechunk(head)
+            body = decode_chunked(head)
             if body is not None or len(head) >= _MAX_BODY:
                 self._finish_rejected(body)
         elif len(head) >= self._body_needed:
@@ -131,7 +108,7 @@ class _ClientProtocol(ProtocolBase):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             if self._response is not None:
-                self._finish_rejected(_dechunk(self._head, partial=True) if self._chunked else None)
+                self._finish_rejected(decode_chunked(self._head, partial=True) if self._chunked else None)
             else:
                 detail = f": {exc}" if exc else ""
                 self.done.set_exception(

@@ -13,9 +13,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Iterable, Mappi
 
 from ..errors import (
     ConnectionClosed,
-    ConnectionClosedError,
     ConnectionClosedOK,
-    KeepaliveTimeout,
 )
 from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Ping, Pong, State
 from ..protocol.handshake import Request, Response
@@ -188,23 +186,8 @@ class WebSocket:
         """The exception that describes how the connection ended (or is ending)."""
         if self._closed_exc is not None:
             return self._closed_exc
-        core = self._core
-        rcvd = core.close_rcvd
-        sent_code = core.close_sent[0] if core.close_sent else None
-        exc: ConnectionClosed
-        if self._keepalive_failed:
-            exc = KeepaliveTimeout(self.ping_timeout or 0.0, self.latency)
-        elif rcvd is not None:
-            initiator = "local" if core.close_sent_first else "remote"
-            cls = ConnectionClosedOK if rcvd.code in (1000, 1001) else ConnectionClosedError
-            if core.failure is not None and core.close_sent_first:
-                cls = ConnectionClosedError
-            exc = cls(rcvd.code, rcvd.reason, initiator, sent_code)  # type: ignore[arg-type]
-        elif core.failure is not None:
-            exc = ConnectionClosedError(core.failure.code, core.failure.reason, "local", sent_code)
-        else:
-            initiator = "local" if core.close_sent is not None else "none"
-            exc = ConnectionClosedError(1006, "", initiator, sent_code)  # type: ignore[arg-type]
+        timeout = (self.ping_timeout or 0.0) if self._keepalive_failed else None
+        exc = self._core.closed_exception(timeout, self.latency)
         if self._lost:
             self._closed_exc = exc
         return exc

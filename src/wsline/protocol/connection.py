@@ -16,7 +16,16 @@ import struct
 from enum import IntEnum
 from typing import Iterator, Union
 
-from ..errors import InvalidPayload, PayloadTooBig, ProtocolError
+from ..errors import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    Initiator,
+    InvalidPayload,
+    KeepaliveTimeout,
+    PayloadTooBig,
+    ProtocolError,
+)
 from . import frames as _frames
 from .frames import (
     MaskSource,
@@ -527,3 +536,24 @@ class Connection:
     def close_reason(self) -> str:
         """The peer's close reason."""
         return self.close_rcvd.reason if self.close_rcvd is not None else ""
+
+    def closed_exception(
+        self, keepalive_timeout: float | None = None, latency: float | None = None
+    ) -> ConnectionClosed:
+        """The exception that describes how the connection ended (or is ending).
+
+        ``keepalive_timeout``: set when the I/O layer gave up waiting for a pong
+        (then :class:`~wsline.errors.KeepaliveTimeout`, with the last ``latency``).
+        """
+        if keepalive_timeout is not None:
+            return KeepaliveTimeout(keepalive_timeout, latency)
+        rcvd = self.close_rcvd
+        sent_code = self.close_sent[0] if self.close_sent else None
+        if rcvd is not None:
+            initiator: Initiator = "local" if self.close_sent_first else "remote"
+            ok = rcvd.code in (1000, 1001) and not (self.failure is not None and self.close_sent_first)
+            cls = ConnectionClosedOK if ok else ConnectionClosedError
+            return cls(rcvd.code, rcvd.reason, initiator, sent_code)
+        if self.failure is not None:
+            return ConnectionClosedError(self.failure.code, self.failure.reason, "local", sent_code)
+        return ConnectionClosedError(1006, "", "local" if self.close_sent is not None else "none", sent_code)

@@ -32,6 +32,7 @@ __all__ = [
     "parse_token_list",
     "generate_key",
     "REASON_PHRASES",
+    "decode_chunked",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -493,3 +494,31 @@ def check_response(response: Response, key: str, subprotocols: Iterable[str] = (
             + (f" (offered: {', '.join(offered)})" if offered else "")
         )
     return chosen[0]
+
+
+def decode_chunked(data: bytes | bytearray, partial: bool = False) -> bytes | None:
+    """Decode a chunked HTTP body (a rejection's body, for error messages).
+
+    Returns ``None`` while the body is incomplete, unless ``partial`` asks for
+    what has arrived so far; a malformed body yields what was decoded.
+    """
+    body = bytearray()
+    pos = 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            break
+        size_text = bytes(data[pos:end]).split(b";", 1)[0].strip()
+        if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
+            return bytes(body)
+        size = int(size_text, 16)
+        if size == 0:
+            return bytes(body)
+        start = end + 2
+        if len(data) < start + size:
+            if partial:
+                body += data[start:]
+            break
+        body += data[start : start + size]
+        pos = start + size + 2
+    return bytes(body) if partial else None

@@ -38,11 +38,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 from .. import __version__
 from ..errors import (
     ConnectionClosed,
-    ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
     InvalidStatus,
-    KeepaliveTimeout,
 )
 from ..protocol import deflate as pmd
 from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong, State
@@ -52,6 +50,7 @@ from ..protocol.handshake import (
     Response,
     build_request,
     check_response,
+    decode_chunked,
     generate_key,
     parse_response,
     parse_uri,
@@ -190,23 +189,8 @@ class ClientConnection:
         """The exception that describes how the connection ended (or is ending)."""
         if self._closed_exc is not None:
             return self._closed_exc
-        core = self._core
-        rcvd = core.close_rcvd
-        sent_code = core.close_sent[0] if core.close_sent else None
-        exc: ConnectionClosed
-        if self._keepalive_failed:
-            exc = KeepaliveTimeout(self.ping_timeout or 0.0, self.latency)
-        elif rcvd is not None:
-            initiator = "local" if core.close_sent_first else "remote"
-            cls = ConnectionClosedOK if rcvd.code in (1000, 1001) else ConnectionClosedError
-            if core.failure is not None and core.close_sent_first:
-                cls = ConnectionClosedError
-            exc = cls(rcvd.code, rcvd.reason, initiator, sent_code)  # type: ignore[arg-type]
-        elif core.failure is not None:
-            exc = ConnectionClosedError(core.failure.code, core.failure.reason, "local", sent_code)
-        else:
-            initiator = "local" if core.close_sent is not None else "none"
-            exc = ConnectionClosedError(1006, "", initiator, sent_code)  # type: ignore[arg-type]
+        timeout = (self.ping_timeout or 0.0) if self._keepalive_failed else None
+        exc = self._core.closed_exception(timeout, self.latency)
         if self._lost:
             self._closed_exc = exc
         return exc
@@ -819,7 +803,7 @@ def _read_response(sock: socket.socket, deadline: _Deadline) -> tuple[Response, 
     else:
         needed = _MAX_BODY  # chunked, or until the server closes
     try:
-        while len(buf) < needed and not (chunked and _dechunk(buf) is not None):
+        while len(buf) < needed and not (chunked and decode_chunked(buf) is not None):
             data = _recv(sock, deadline)
             if not data:
                 break
@@ -827,34 +811,10 @@ def _read_response(sock: socket.socket, deadline: _Deadline) -> tuple[Response, 
     except (TimeoutError, InvalidHandshake):
         pass  # report what came
     if chunked:
-        response.body = _dechunk(buf) or _dechunk(buf, partial=True) or b""
+        response.body = decode_chunked(buf) or decode_chunked(buf, partial=True) or b""
     else:
         response.body = bytes(buf[:needed])
     return response, b""
-
-
-def _dechunk(data: bytes | bytearray, partial: bool = False) -> bytes | None:
-    """Decode a chunked body; ``None`` while incomplete (unless ``partial``)."""
-    body = bytearray()
-    pos = 0
-    while True:
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            break
-        try:
-            size = int(bytes(data[pos:end]).split(b";", 1)[0].strip() or b"x", 16)
-        except ValueError:
-            return bytes(body)  # malformed: keep what was decoded
-        if size == 0:
-            return bytes(body)
-        start = end + 2
-        if len(data) < start + size:
-            if partial:
-                body += data[start:]
-            break
-        body += data[start : start + size]
-        pos = start + size + 2
-    return bytes(body) if partial else None
 
 
 def _request_headers(request_bytes: bytes) -> list[tuple[str, str]]:
