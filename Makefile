@@ -2,7 +2,7 @@
 # with python3 -m venv); the installs are keyed on pyproject.toml through stamp
 # files, so a second run installs nothing.
 #
-#   make demo        echo server with a demo page (HOST=127.0.0.1 PORT=8000)
+#   make demo        the chat demo: page and WebSocket on one port (HOST=127.0.0.1 PORT=8000)
 #   make test        ruff + mypy + pytest (whole tests/, Autobahn runs included)
 #   make lint        ruff + mypy only
 #   make autobahn    only the Autobahn|Testsuite runs (FULL=0: without 12.x/13.x)
@@ -56,7 +56,7 @@ $(NODE_WS): tests/interop/package-lock.json
 venv: $(STAMP_TEST)
 
 demo: $(STAMP_BASE)
-	$(PY) -m wsline echo --host $(HOST) --port $(PORT)
+	$(PY) -m wsline chat --host $(HOST) --port $(PORT)
 
 lint: $(STAMP_TEST)
 	@rc=0; \

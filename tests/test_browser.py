@@ -1,0 +1,244 @@
+"""The chat page in a real headless Chromium, against ``python -m wsline chat``.
+
+Needs Debian's ``chromium`` package (``/usr/bin/chromium``) and the Python
+``playwright`` package; Playwright's own browser downloads are never used.
+Without either, these tests fail (they are never skipped).
+Set ``WSLINE_CHAT_SCREENSHOT=/some/file.png`` to save a screenshot of a chat.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from test_examples import Chat, free_port, start_chat
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - reported by the fixture
+    sync_playwright = None
+
+#: Debian's Chromium (``apt-get install -y chromium``); WSLINE_CHROMIUM overrides the path.
+CHROMIUM = os.environ.get("WSLINE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Milliseconds Playwright waits for what a test expects to appear.
+TIMEOUT_MS = 5000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        pytest.fail("the browser tests need the playwright package: pip install playwright", pytrace=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"the browser tests need Chromium at {CHROMIUM}: apt-get install -y chromium "
+            "(Playwright's bundled browsers are not used)",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        expect.set_options(timeout=TIMEOUT_MS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def chat() -> Iterator[Chat]:
+    server = start_chat()
+    yield server
+    assert server.proc.stop() == 0, server.proc.describe()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Any]:
+    """Pages in separate browser contexts (separate profiles, like two people)."""
+    contexts = []
+
+    def open_page(url: str) -> Page:
+        context = browser.new_context(viewport={"width": 900, "height": 620})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def join(page: Page, name: str) -> None:
+    expect(page.locator("#status")).to_have_text("connected")
+    page.fill("#name", name)
+    page.click("#join-button")
+
+
+def joined(page: Page, name: str) -> None:
+    """Join as ``name`` and wait until the chat shows."""
+    join(page, name)
+    expect(page.locator("#room")).to_be_visible()
+    expect(page.locator("#join")).to_be_hidden()
+    expect(page.locator("#log")).to_contain_text(f"You joined as {name}.")
+
+
+def say(page: Page, text: str) -> None:
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def members(page: Page) -> list[str]:
+    return page.locator("#members li").all_text_contents()
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_two_users_chat(chat: Chat, new_page: Any) -> None:
+    alice = new_page(chat.url)
+    bob = new_page(chat.url)
+    joined(alice, "alice")
+    joined(bob, "bob")
+    expect(alice.locator("#log")).to_contain_text("bob joined.")
+    expect(alice.locator("#members li")).to_have_text(["alice", "bob"])
+    expect(bob.locator("#members li")).to_have_text(["alice", "bob"])
+    expect(bob.locator("#member-count")).to_have_text("2")
+
+    markup = "<img src=x onerror=alert(1)> <b>bold?</b> &amp;"
+    say(alice, "hi bob!")
+    say(alice, markup)
+    expect(bob.locator("#log li.message").last).to_have_text("alice" + markup)
+    say(bob, "hello alice")
+    for page in (alice, bob):
+        lines = page.locator("#log li.message")
+        expect(lines).to_have_text(["alicehi bob!", "alice" + markup, "bobhello alice"])
+        expect(lines.locator(".who")).to_have_text(["alice", "alice", "bob"])
+        # The markup stayed text: no element was made from it.
+        assert page.locator("#log img, #log b").count() == 0
+    expect(alice.locator("#log li.mine")).to_have_count(2)
+    expect(bob.locator("#log li.mine")).to_have_count(1)
+    expect(alice.locator("#message")).to_have_value("")
+
+    screenshot = os.environ.get("WSLINE_CHAT_SCREENSHOT")
+    if screenshot:
+        say(bob, "the page and its WebSocket share one port")
+        expect(alice.locator("#log li.message")).to_have_count(4)
+        alice.screenshot(path=screenshot, full_page=True)
+
+
+def test_taken_name_refused(chat: Chat, new_page: Any) -> None:
+    first = new_page(chat.url)
+    second = new_page(chat.url)
+    joined(first, "alice")
+
+    join(second, "ALICE")  # names compare case-insensitively
+    expect(second.locator("#name-error")).to_have_text(re.compile(r"The name .ALICE. is taken"))
+    expect(second.locator("#join")).to_be_visible()
+    expect(second.locator("#room")).to_be_hidden()
+
+    join(second, "x" * 30)  # the input stops at 24 characters; that name is fine
+    expect(second.locator("#room")).to_be_visible()
+    expect(first.locator("#members li")).to_have_text(["alice", "x" * 24])
+    expect(first.locator("#log")).not_to_contain_text("ALICE")
+
+
+class _ForeignSite(http.server.BaseHTTPRequestHandler):
+    """A page on another origin that tries to join the chat from the visitor's browser."""
+
+    chat_ws = ""
+
+    def do_GET(self) -> None:
+        page = f"""<!doctype html><title>elsewhere</title><p id="result"></p><script>
+const events = [];
+const show = (e) => {{ events.push(e); document.getElementById("result").textContent = events.join(" "); }};
+const ws = new WebSocket("{self.chat_ws}");
+ws.onopen = () => {{ show("open"); ws.send(JSON.stringify({{type: "join", name: "mallory"}})); }};
+ws.onmessage = (e) => show("message");
+ws.onerror = () => show("error");
+ws.onclose = (e) => show("close " + e.code);
+</script>""".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_foreign_origin_refused(chat: Chat, browser: Browser, new_page: Any) -> None:
+    handler = type("Handler", (_ForeignSite,), {"chat_ws": chat.ws_url})
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        member = new_page(chat.url)
+        joined(member, "alice")
+
+        foreign_url = f"http://127.0.0.1:{site.server_address[1]}/"
+        console: list[str] = []
+        context = browser.new_context()
+        try:
+            foreign = context.new_page()
+            foreign.on("console", lambda message: console.append(message.text))
+            foreign.goto(foreign_url)
+            # The handshake fails: error then close (1006), never open.
+            expect(foreign.locator("#result")).to_have_text("error close 1006")
+        finally:
+            context.close()
+
+        # The server answered 403 and says why.
+        origin = foreign_url.rstrip("/")
+        log = _wait_for(lambda: "".join(chat.proc.stderr), origin)
+        assert "refused WebSocket upgrade from ('127.0.0.1', " in log
+        assert f"403, Origin '{origin}' does not match Host '127.0.0.1:{chat.port}'" in log
+        assert any("403" in text for text in console), console
+        # Nobody joined.
+        expect(member.locator("#members li")).to_have_text(["alice"])
+        expect(member.locator("#log")).not_to_contain_text("mallory")
+    finally:
+        site.shutdown()
+        site.server_close()
+
+
+def test_closing_a_tab_announces_leaving(chat: Chat, new_page: Any) -> None:
+    alice = new_page(chat.url)
+    bob = new_page(chat.url)
+    joined(alice, "alice")
+    joined(bob, "bob")
+    expect(alice.locator("#members li")).to_have_text(["alice", "bob"])
+
+    bob.close()  # the tab goes away
+    expect(alice.locator("#log li.notice").last).to_have_text("bob left.")
+    expect(alice.locator("#members li")).to_have_text(["alice"])
+    expect(alice.locator("#member-count")).to_have_text("1")
+
+    # The name is free again.
+    bob_again = new_page(chat.url)
+    joined(bob_again, "bob")
+    expect(alice.locator("#log li.notice").last).to_have_text("bob joined.")
+
+
+def _wait_for(get: Any, needle: str, timeout: float = 5.0) -> str:
+    end = time.monotonic() + timeout
+    while True:
+        text: str = get()
+        if needle in text or time.monotonic() > end:
+            return text
+        time.sleep(0.05)
