@@ -8,7 +8,7 @@ import pytest
 
 import wsline
 from conftest import RawPeer, client, echo, ws_url
-from wsline.protocol.deflate import DEFAULT_CONFIG, DeflateConfig
+from wsline.protocol.deflate import DEFAULT_SERVER_CONFIG, DeflateConfig
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,7 +30,7 @@ async def test_default_negotiation_uses_12_bit_windows(echo_server):
         assert header.startswith("permessage-deflate")
         assert "server_max_window_bits=12" in header
         assert "client_max_window_bits=12" in header
-        assert DEFAULT_CONFIG.server_max_window_bits == 12
+        assert DEFAULT_SERVER_CONFIG.server_max_window_bits == 12
         text = "compress me " * 5000
         await ws.send(text)
         assert await ws.recv() == text
@@ -140,7 +140,8 @@ async def test_malformed_extension_header_gets_400(start_server, raw_client):
 @pytest.mark.parametrize(
     "extension, message",
     [
-        ("permessage-deflate; server_max_window_bits=14", "larger"),
+        ("permessage-deflate; server_max_window_bits=7", "server_max_window_bits"),
+        ("permessage-deflate; client_max_window_bits=16", "client_max_window_bits"),
         ("permessage-deflate; bogus_param", "bogus_param"),
         (
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",

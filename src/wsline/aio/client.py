@@ -164,7 +164,7 @@ class connect:
         else:
             self.headers = list(headers)
         self.origin = origin
-        self.deflate = (deflate or pmd.DEFAULT_CONFIG) if compression == "deflate" else None
+        self.deflate = (deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout

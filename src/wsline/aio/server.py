@@ -718,7 +718,7 @@ def serve(
     if http_handler is None:
         http_handler = getattr(handler, "handle_http", None)
     check_upgrade = getattr(handler, "check_upgrade", None)
-    deflate_config = (deflate or pmd.DEFAULT_CONFIG) if compression == "deflate" else None
+    deflate_config = (deflate or pmd.DEFAULT_SERVER_CONFIG) if compression == "deflate" else None
     opts = _Options(
         handler=handler,
         subprotocols=subprotocols,

@@ -24,7 +24,8 @@ from ..errors import InvalidPayload, NegotiationError, PayloadTooBig
 __all__ = [
     "EXTENSION_NAME",
     "DeflateConfig",
-    "DEFAULT_CONFIG",
+    "DEFAULT_SERVER_CONFIG",
+    "DEFAULT_CLIENT_CONFIG",
     "PerMessageDeflate",
     "parse_extensions",
     "server_negotiate",
@@ -79,7 +80,8 @@ class DeflateConfig:
     may then pick any client window). ``threshold`` is for the caller: messages
     shorter than this many bytes are not worth compressing.
 
-    ``serve()`` and ``connect()`` use :data:`DEFAULT_CONFIG` when given none.
+    ``serve()`` uses :data:`DEFAULT_SERVER_CONFIG` and ``connect()``
+    :data:`DEFAULT_CLIENT_CONFIG` when given none.
     """
 
     server_no_context_takeover: bool = False
@@ -110,11 +112,18 @@ def _int_in(value: object, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-#: What ``serve()`` and ``connect()`` use by default: 12-bit windows both ways
-#: and memLevel 5, chosen from ``benchmarks/memory_per_connection.py``: about
-#: 59 KiB per busy connection for a ratio within 7 % of zlib's full 15-bit
-#: window, which costs about 199 KiB.
-DEFAULT_CONFIG = DeflateConfig(server_max_window_bits=12, client_max_window_bits=12)
+#: What ``serve()`` uses by default: 12-bit windows both ways and memLevel 5,
+#: chosen from ``benchmarks/memory_per_connection.py``: about 59 KiB per busy
+#: connection for a ratio within 7 % of zlib's full 15-bit window, which costs
+#: about 199 KiB. (The server caps the client's window only when the client
+#: offers ``client_max_window_bits``; browsers do.)
+DEFAULT_SERVER_CONFIG = DeflateConfig(server_max_window_bits=12, client_max_window_bits=12)
+
+#: What ``connect()`` uses by default: the valueless ``client_max_window_bits``
+#: offer, which lets the server choose our window (as browsers do). A client
+#: that offers a value must fail when a server answers with more, and some
+#: servers do; clients are few per process, so memory matters less here.
+DEFAULT_CLIENT_CONFIG = DeflateConfig()
 
 
 # ---------------------------------------------------------------- per connection

@@ -684,7 +684,7 @@ def connect(
         extra_headers = list(headers.items())
     else:
         extra_headers = list(headers)
-    deflate_config = (deflate or pmd.DeflateConfig()) if compression == "deflate" else None
+    deflate_config = (deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None
     subprotocol_list = list(subprotocols or [])
     key = generate_key()
     request_bytes = build_request(
