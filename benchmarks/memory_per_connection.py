@@ -77,16 +77,15 @@ class Setting:
 
 
 def _wsline_settings() -> list[Setting]:
-    from wsline import DeflateConfig
+    from wsline.protocol.deflate import DEFAULT_SERVER_CONFIG as default
 
-    default = DeflateConfig()
     out = [Setting("wsline off", "wsline", False)]
-    # wsline's default leaves the window to the client (15 bits unless it asks
-    # for less) and uses DeflateConfig's mem_level.
-    pairs = [(15, 8), (15, default.mem_level), (12, 5), (11, 4), (10, 3)]
+    # serve()'s default: DEFAULT_SERVER_CONFIG (its window bits and mem_level).
+    default_pair = (default.server_max_window_bits, default.mem_level)
+    pairs = [(15, 8), (15, 5), (12, 5), (11, 4), (10, 3)]
     for bits, mem in pairs:
         for nct in (False, True):
-            tag = " (default)" if (bits, mem) == (15, default.mem_level) and not nct else ""
+            tag = " (default)" if (bits, mem) == default_pair and not nct else ""
             out.append(
                 Setting(
                     f"wsline deflate {bits}/{mem}{' nct' if nct else ''}{tag}",
@@ -118,16 +117,16 @@ def find_setting(name: str) -> Setting:
 
 def wsline_server_config(setting: Setting) -> Any:
     from wsline import DeflateConfig
+    from wsline.protocol.deflate import DEFAULT_SERVER_CONFIG as default
 
     if not setting.compression:
         return None
-    default = DeflateConfig()
     if (setting.window_bits, setting.mem_level, setting.no_context_takeover) == (
-        15,
+        default.server_max_window_bits,
         default.mem_level,
         False,
     ):
-        return default  # the real default, untouched
+        return default  # serve()'s real default, untouched
     return DeflateConfig(
         server_max_window_bits=setting.window_bits,
         client_max_window_bits=setting.window_bits,
