@@ -349,3 +349,31 @@ async def test_no_records_created_when_disabled(start_server: StartServer) -> No
 def test_module_exports() -> None:
     assert wslog.LOGGER_NAME == "wsline"
     assert set(wslog.__all__) >= {"JSONFormatter", "configure"}
+
+
+@pytest.mark.asyncio
+async def test_frame_level_trace_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """At DEBUG, each message, ping and close in both directions is traced with the connection id."""
+
+    async def handler(ws: wsline.WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    caplog.set_level(logging.DEBUG, logger="wsline")
+    async with wsline.serve(handler, "127.0.0.1", 0, compression=None) as server:
+        async with wsline.connect(f"ws://127.0.0.1:{server.port}/", compression=None) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await ws.send(b"\x00\x01")
+            assert await ws.recv() == b"\x00\x01"
+            await ws.ping()
+    messages = [r.getMessage() for r in caplog.records if r.name == "wsline"]
+    text = "\n".join(messages)
+    assert "> text message, 5 bytes" in text
+    assert "< text message, 5 characters" in text
+    assert "> binary message, 2 bytes" in text
+    assert "< binary message, 2 bytes" in text
+    assert "> ping" in text and "< pong" in text and "< ping" in text
+    assert "> close 1000" in text and "< close 1000" in text
+    traced = [r for r in caplog.records if r.name == "wsline" and "message," in r.getMessage()]
+    assert all(getattr(r, "conn_id", None) for r in traced)

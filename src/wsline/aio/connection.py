@@ -24,6 +24,8 @@ Data = Union[str, bytes]
 Sendable = Union[str, bytes, bytearray, memoryview]
 
 logger = logging.getLogger("wsline")
+_debug_enabled = logger.isEnabledFor
+DEBUG = logging.DEBUG
 
 _READ_BUFFER_SIZE = 256 * 1024
 _local = threading.local()
@@ -199,6 +201,8 @@ class WebSocket:
         events = core.receive_data(data)
         if core.outbox:
             self._transport.write(b"".join(core.data_to_send()))
+        if _debug_enabled(DEBUG):
+            self._trace_events(events)
         for event in events:
             kind = type(event)
             if kind is str or kind is bytes:
@@ -232,6 +236,23 @@ class WebSocket:
             if data:
                 self._transport.write(data)
         self._on_closing()
+
+    def _trace_events(self, events: list[Any]) -> None:
+        """Frame-level tracing at DEBUG (only called when DEBUG is enabled)."""
+        log = self.logger.debug
+        for event in events:
+            if isinstance(event, str):
+                log("< text message, %d characters", len(event))
+            elif isinstance(event, bytes):
+                log("< binary message, %d bytes", len(event))
+            elif isinstance(event, Ping):
+                log("< ping %r (pong sent)", event.payload)
+            elif isinstance(event, Pong):
+                log("< pong %r", event.payload)
+            elif isinstance(event, CloseFrame):
+                log("< close %d %r", event.code, event.reason)
+            elif isinstance(event, Failure):
+                log("< protocol error %d: %s", event.error.code, event.error.reason)
 
     def _deliver(self, message: Data) -> None:
         waiter = self._recv_waiter
@@ -411,6 +432,9 @@ class WebSocket:
             except InvalidState:
                 raise self._send_error() from None
             self._transport.write(data)
+            if _debug_enabled(DEBUG):
+                kind = "text" if isinstance(message, str) else "binary"
+                self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), len(data))
         elif isinstance(message, Mapping):
             raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
         elif isinstance(message, AsyncIterable) or isinstance(message, Iterable):
@@ -459,6 +483,8 @@ class WebSocket:
         except InvalidState:
             raise self._send_error() from None
         self._transport.write(data)
+        if _debug_enabled(DEBUG):
+            self.logger.debug("> fragment opcode %d, %d bytes, fin=%s", opcode, len(payload), fin)
 
     async def send_guarded(self, message: Sendable, *, compress: bool | None = None) -> bool:
         """Like :meth:`send` but never raises: ``True`` when the message was handed to the transport."""
@@ -502,6 +528,8 @@ class WebSocket:
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pings[payload] = (fut, time.monotonic())
         self._transport.write(frame)
+        if _debug_enabled(DEBUG):
+            self.logger.debug("> ping %r", payload)
         return fut
 
     async def pong(self, data: str | bytes = b"") -> None:
@@ -587,6 +615,8 @@ class WebSocket:
                 else:
                     data = core.send_close(code, reason)
                 self._transport.write(data)
+                if _debug_enabled(DEBUG) and core.close_sent is not None:
+                    self.logger.debug("> close %d %r", *core.close_sent)
             if core.state is State.CLOSED and not core.is_client:
                 self._transport.close()
             if timeout is not None and self._close_timer is not None:
