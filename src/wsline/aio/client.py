@@ -278,6 +278,7 @@ class connect:
             ping_timeout=self.ping_timeout,
             close_timeout=self.close_timeout,
             max_queue=self.max_queue,
+            write_limit=self.write_limit,
         )
         transport.set_write_buffer_limits(high=self.write_limit)
         protocol.ws = ws

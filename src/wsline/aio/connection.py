@@ -102,6 +102,7 @@ class WebSocket:
         close_timeout: float,
         max_queue: int | None,
         conn_id: str | None = None,
+        write_limit: int = 2**16,
     ) -> None:
         self._transport = transport
         self._core = core
@@ -131,6 +132,9 @@ class WebSocket:
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._send_lock: asyncio.Lock | None = None  # held during fragmented sends
+        self._wbuf: list[bytes] = []
+        self._wbuf_size = 0
+        self._cork_limit = max(1, min(write_limit, 1 << 16))
         self._lost = False
         self._lost_fut: asyncio.Future[None] = self._loop.create_future()
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
@@ -200,7 +204,7 @@ class WebSocket:
         core = self._core
         events = core.receive_data(data)
         if core.outbox:
-            self._transport.write(b"".join(core.data_to_send()))
+            self._write(b"".join(core.data_to_send()))
         if _debug_enabled(DEBUG):
             self._trace_events(events)
         for event in events:
@@ -234,7 +238,7 @@ class WebSocket:
             core = self._core
             data = core.send_failure_close() if core.failure is not None else core.send_close_reply()
             if data:
-                self._transport.write(data)
+                self._write(data)
         self._on_closing()
 
     def _trace_events(self, events: list[Any]) -> None:
@@ -284,6 +288,7 @@ class WebSocket:
         core = self._core
         if not core.is_client and (core.state is State.CLOSED or core.failure is not None):
             # The server closes the TCP connection first (RFC 6455 7.1.1).
+            self._flush()
             self._transport.close()
         self._start_close_timer()
 
@@ -403,7 +408,33 @@ class WebSocket:
     # ---------------------------------------------------------------- sending
 
     def _write(self, data: bytes) -> None:
-        self._transport.write(data)
+        """Queue a frame; everything queued in one loop pass goes out in one write.
+
+        Corking turns N small sends into one syscall (the largest cost of small
+        messages). A full buffer, close and abort flush at once.
+        """
+        if not data:
+            return
+        wbuf = self._wbuf
+        wbuf.append(data)
+        self._wbuf_size += len(data)
+        if self._wbuf_size >= self._cork_limit:
+            self._flush()
+        elif len(wbuf) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        wbuf = self._wbuf
+        if not wbuf:
+            return
+        self._wbuf = []
+        self._wbuf_size = 0
+        if self._lost:
+            return
+        if len(wbuf) == 1:
+            self._transport.write(wbuf[0])
+        else:
+            self._transport.write(b"".join(wbuf))
 
     def _send_error(self) -> ConnectionClosed:
         return self._closed_error()
@@ -431,7 +462,7 @@ class WebSocket:
                 data = self._core.send_message(message, compress=compress)
             except InvalidState:
                 raise self._send_error() from None
-            self._transport.write(data)
+            self._write(data)
             if _debug_enabled(DEBUG):
                 kind = "text" if isinstance(message, str) else "binary"
                 self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), len(data))
@@ -469,7 +500,7 @@ class WebSocket:
                     # Half a message is on the wire and the rest will never
                     # come: the stream cannot carry another message. Close.
                     self.logger.info("fragmented send failed midway; closing with 1011")
-                    self._transport.write(self._core.send_close(1011, "incomplete fragmented message"))
+                    self._write(self._core.send_close(1011, "incomplete fragmented message"))
                     self._start_close_timer()
                 raise
 
@@ -482,7 +513,7 @@ class WebSocket:
             data = self._core.send_frame(opcode, payload, fin)
         except InvalidState:
             raise self._send_error() from None
-        self._transport.write(data)
+        self._write(data)
         if _debug_enabled(DEBUG):
             self.logger.debug("> fragment opcode %d, %d bytes, fin=%s", opcode, len(payload), fin)
 
@@ -527,7 +558,7 @@ class WebSocket:
             raise self._send_error() from None
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pings[payload] = (fut, time.monotonic())
-        self._transport.write(frame)
+        self._write(frame)
         if _debug_enabled(DEBUG):
             self.logger.debug("> ping %r", payload)
         return fut
@@ -538,7 +569,7 @@ class WebSocket:
         if self._lost:
             raise self._send_error()
         try:
-            self._transport.write(self._core.send_pong(payload))
+            self._write(self._core.send_pong(payload))
         except InvalidState:
             raise self._send_error() from None
 
@@ -585,10 +616,11 @@ class WebSocket:
         self._keepalive_failed = True
         if self._core.close_sent is None:
             try:
-                self._transport.write(self._core.send_close(1011, "keepalive ping timeout"))
+                self._write(self._core.send_close(1011, "keepalive ping timeout"))
             except Exception:  # pragma: no cover - defensive  # noqa: BLE001
                 pass
         self._on_closing()
+        self._flush()  # best effort: the close frame may still get out
         self._transport.abort()
 
     def _cancel_keepalive(self) -> None:
@@ -614,10 +646,11 @@ class WebSocket:
                     data = core.send_close_reply()  # the peer closed first: echo its code
                 else:
                     data = core.send_close(code, reason)
-                self._transport.write(data)
+                self._write(data)
                 if _debug_enabled(DEBUG) and core.close_sent is not None:
                     self.logger.debug("> close %d %r", *core.close_sent)
             if core.state is State.CLOSED and not core.is_client:
+                self._flush()
                 self._transport.close()
             if timeout is not None and self._close_timer is not None:
                 self._close_timer.cancel()
@@ -633,8 +666,12 @@ class WebSocket:
         await asyncio.shield(self._lost_fut)
 
     def abort(self) -> None:
-        """Drop the TCP connection at once, without a closing handshake."""
+        """Drop the TCP connection at once, without a closing handshake.
+
+        Messages already sent are handed to the kernel first (what fits).
+        """
         if not self._lost:
+            self._flush()
             self._transport.abort()
 
 

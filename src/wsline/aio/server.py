@@ -491,6 +491,7 @@ class _ServerProtocol(ProtocolBase):
             ping_timeout=opts.ping_timeout,
             close_timeout=opts.close_timeout,
             max_queue=opts.max_queue,
+            write_limit=opts.write_limit,
             conn_id=self.conn_id,
         )
         self.ws = ws
