@@ -20,6 +20,7 @@ from . import gate, http, log
 from .aio.client import connect
 from .aio.connection import Data, WebSocket
 from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve
+from .broadcast import BroadcastResult, broadcast
 from .errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -45,6 +46,8 @@ __all__ = [
     "serve",
     "connect",
     "Router",
+    "broadcast",
+    "BroadcastResult",
     "gate",
     "http",
     "log",

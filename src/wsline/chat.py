@@ -19,10 +19,10 @@ Error codes: ``name_taken``, ``name_invalid``, ``not_joined``,
 ``already_joined``, ``bad_message``, ``text_invalid``.
 
 Who is in the chat and how events reach them is the :class:`Hub`'s business;
-:class:`LocalHub` keeps the members of this process in a dict. A hub with
-rooms, or one that shares members and events between processes (e.g. over
-Redis pub/sub), implements the same three methods and is passed as
-``ChatApp(hub)``.
+:class:`LocalHub` keeps the members of this process in a dict. :class:`RoomHub`
+puts the chat in a room of a :class:`wsline.hub.Hub`, or of a
+:class:`wsline.hub.RedisHub` shared between processes (``--redis URL``,
+``--workers N``).
 
 By default upgrade requests must come from the page's own origin (a foreign
 ``Origin`` gets 403 at the handshake); requests without ``Origin`` (command
@@ -36,6 +36,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 import unicodedata
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -45,6 +46,8 @@ from .aio.connection import WebSocket
 from .aio.server import Server, _Serve, serve
 from .gate import same_origin
 from .http import Router, html_response
+from .hub import Hub as RoomsHub
+from .hub import HubUnavailable
 from .protocol.handshake import Request, Response
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +61,7 @@ __all__ = [
     "ChatApp",
     "Hub",
     "LocalHub",
+    "RoomHub",
     "Member",
     "add_arguments",
     "add_parser",
@@ -156,6 +160,34 @@ class LocalHub:
         members = list(self._members.values())
         if members:
             await asyncio.gather(*(member.deliver(text) for member in members))
+
+
+class RoomHub:
+    """The chat in room ``room`` of a :mod:`wsline.hub` hub (in process, or over Redis).
+
+    Events reach the members of every process sharing the hub, framed once
+    (:func:`wsline.broadcast.broadcast`). Names are unique, and the member
+    lists in events are kept, per process: two processes may each have an
+    "alice", and each lists its own members.
+    """
+
+    def __init__(self, hub: RoomsHub, room: str = "chat") -> None:
+        self.hub = hub
+        self.room = room
+        self._local = LocalHub()
+
+    async def join(self, member: Member) -> list[str] | None:
+        names = await self._local.join(member)
+        if names is not None:
+            await self.hub.join(self.room, member.ws)
+        return names
+
+    async def leave(self, member: Member) -> list[str]:
+        await self.hub.leave(self.room, member.ws)
+        return await self._local.leave(member)
+
+    async def publish(self, event: Event) -> None:
+        await self.hub.publish(self.room, encode(event))
 
 
 # ------------------------------------------------------------------ validation
@@ -379,6 +411,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
     )
+    from .relay import add_worker_arguments
+
+    add_worker_arguments(parser)
 
 
 def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
@@ -401,7 +436,9 @@ def _stop(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-async def run_until_stopped(host: str, port: int, *, hub: Hub | None = None) -> None:
+async def run_until_stopped(
+    host: str, port: int, *, hub: Hub | None = None, reuse_port: bool = False
+) -> None:
     """Serve the chat until SIGINT or SIGTERM, printing where it is."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
@@ -411,7 +448,7 @@ async def run_until_stopped(host: str, port: int, *, hub: Hub | None = None) -> 
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows, threads
             pass
     server: Server
-    async with serve_chat(host, port, hub=hub) as server:
+    async with serve_chat(host, port, hub=hub, reuse_port=reuse_port) as server:
         where = f"{_url_host(host)}:{server.port}"
         print(
             f"wsline {__version__} chat on http://{where}/ (WebSocket at ws://{where}/ws); Ctrl-C stops it",
@@ -423,5 +460,28 @@ async def run_until_stopped(host: str, port: int, *, hub: Hub | None = None) -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chat server for parsed :func:`add_arguments` options."""
-    asyncio.run(run_until_stopped(args.host, args.port))
+    from .relay import check_worker_arguments, run_workers
+
+    error = check_worker_arguments(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return run_workers(args.workers, run_with_hub, args.host, args.port, args.redis, True)
+    try:
+        asyncio.run(run_with_hub(args.host, args.port, args.redis))
+    except HubUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def run_with_hub(host: str, port: int, redis_url: str | None = None, reuse_port: bool = False) -> None:
+    """Serve the chat until stopped: with a :class:`LocalHub`, or a :class:`RoomHub` over Redis."""
+    if not redis_url:
+        await run_until_stopped(host, port, reuse_port=reuse_port)
+        return
+    from .hub_redis import RedisHub
+
+    async with RedisHub(redis_url) as rooms:
+        await run_until_stopped(host, port, hub=RoomHub(rooms), reuse_port=reuse_port)

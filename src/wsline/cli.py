@@ -10,7 +10,7 @@ import sys
 from importlib import resources
 from typing import Sequence
 
-from . import __version__, chat, connect_cli
+from . import __version__, chat, connect_cli, relay
 from .aio.connection import WebSocket
 from .aio.server import serve
 from .errors import ConnectionClosed
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo.add_argument("--no-ping", action="store_true", help="no keepalive pings")
     connect_cli.add_parser(sub)
     chat.add_parser(sub)
+    relay.add_parser(sub)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(
@@ -125,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return connect_cli.run(args)
         if args.command == "chat":
             return chat.run(args)
+        if args.command == "relay":
+            return relay.run(args)
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,204 @@
+"""Send one message to many connections at once: :func:`broadcast`.
+
+``broadcast(connections, message)`` frames the message once and hands the same
+bytes to every server-side connection that can take them, without awaiting any
+of them:
+
+- server frames are not masked, so one uncompressed frame fits every server
+  connection;
+- a compressed frame is shared only by connections whose permessage-deflate
+  has ``server_no_context_takeover`` (and the same window bits and level): with
+  context takeover each connection's compressor carries history, so each one
+  compresses the message itself;
+- client-side connections mask every frame with a fresh key: they frame it
+  themselves too.
+
+A slow reader never holds up the others: each connection's outgoing backlog
+(what its transport holds plus what is queued for the next write) is compared
+with ``limit`` before the message is queued. Over the limit, ``policy="drop"``
+skips the message for that connection, and ``policy="close"`` closes it with
+1008 (the closing handshake gets :data:`CLOSE_TIMEOUT` seconds, then the TCP
+connection is aborted). Per-connection counts of dropped messages are kept in
+a weak map: :func:`dropped_messages`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Iterable, Literal, Union
+
+from .aio.connection import WebSocket
+from .protocol.deflate import PerMessageDeflate
+from .protocol.frames import build_frame
+
+__all__ = [
+    "BroadcastResult",
+    "CLOSE_CODE",
+    "CLOSE_TIMEOUT",
+    "DEFAULT_LIMIT",
+    "LIMIT_FACTOR",
+    "Policy",
+    "broadcast",
+    "dropped_messages",
+]
+
+Policy = Literal["drop", "close"]
+BroadcastMessage = Union[str, bytes, bytearray, memoryview]
+
+#: Without ``limit``, a connection may have ``LIMIT_FACTOR`` x its write
+#: buffer's high-water mark (``serve(write_limit=...)``, 64 KiB by default) queued.
+LIMIT_FACTOR = 16
+#: The limit used when a transport reports no high-water mark (1 MiB).
+DEFAULT_LIMIT = LIMIT_FACTOR * 2**16
+#: The close code sent to a connection that falls too far behind (policy violation).
+CLOSE_CODE = 1008
+#: The close reason sent with it.
+CLOSE_REASON = "too slow to keep up"
+#: Seconds a too-slow connection gets to complete the closing handshake before it is aborted.
+CLOSE_TIMEOUT = 1.0
+
+_dropped: weakref.WeakKeyDictionary[WebSocket, int] = weakref.WeakKeyDictionary()
+_closing: set[asyncio.Task[None]] = set()
+
+
+class BroadcastResult:
+    """What :func:`broadcast` did, as counts of connections.
+
+    - ``sent``: the message was queued;
+    - ``dropped``: skipped because the connection's backlog was over the limit
+      (``policy="drop"``), or it was in the middle of a fragmented send;
+    - ``closed``: closed for being over the limit (``policy="close"``);
+    - ``skipped``: not open (closing or closed).
+    """
+
+    __slots__ = ("closed", "dropped", "sent", "skipped")
+
+    def __init__(self, sent: int = 0, dropped: int = 0, closed: int = 0, skipped: int = 0) -> None:
+        self.sent = sent
+        self.dropped = dropped
+        self.closed = closed
+        self.skipped = skipped
+
+    def __add__(self, other: BroadcastResult) -> BroadcastResult:
+        return BroadcastResult(
+            self.sent + other.sent,
+            self.dropped + other.dropped,
+            self.closed + other.closed,
+            self.skipped + other.skipped,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BroadcastResult):
+            return NotImplemented
+        return (self.sent, self.dropped, self.closed, self.skipped) == (
+            other.sent,
+            other.dropped,
+            other.closed,
+            other.skipped,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"BroadcastResult(sent={self.sent}, dropped={self.dropped}, "
+            f"closed={self.closed}, skipped={self.skipped})"
+        )
+
+
+def dropped_messages(ws: WebSocket) -> int:
+    """How many broadcast messages were dropped for ``ws`` because it was too slow (or busy)."""
+    return _dropped.get(ws, 0)
+
+
+def _default_limit(ws: WebSocket) -> int:
+    try:
+        high = ws._transport.get_write_buffer_limits()[1]
+    except (AttributeError, NotImplementedError):  # pragma: no cover - exotic transports
+        return DEFAULT_LIMIT
+    return high * LIMIT_FACTOR if high > 0 else DEFAULT_LIMIT
+
+
+def backlog(ws: WebSocket) -> int:
+    """Bytes waiting to go out on ``ws``: in the transport plus queued for the next write."""
+    return ws._transport.get_write_buffer_size() + ws._wbuf_size
+
+
+async def _close_slow(ws: WebSocket) -> None:
+    await ws.close(CLOSE_CODE, CLOSE_REASON, timeout=CLOSE_TIMEOUT)
+
+
+def broadcast(
+    connections: Iterable[WebSocket],
+    message: BroadcastMessage,
+    *,
+    policy: Policy = "drop",
+    limit: int | None = None,
+    compress: bool | None = None,
+) -> BroadcastResult:
+    """Queue ``message`` on every connection in ``connections``; never waits.
+
+    ``str`` goes as a text message, bytes-like as binary. ``limit`` is the
+    largest backlog (bytes) a connection may have for the message to be queued
+    (default: :data:`LIMIT_FACTOR` x the connection's write buffer high-water
+    mark). ``compress`` is as for :meth:`WebSocket.send`. Returns counts
+    (:class:`BroadcastResult`). Call it from the event loop's thread.
+    """
+    if policy not in ("drop", "close"):
+        raise ValueError(f"policy must be 'drop' or 'close', not {policy!r}")
+    if isinstance(message, str):
+        opcode = 1
+        payload: bytes | bytearray | memoryview = message.encode("utf-8")
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        opcode = 2
+        payload = bytes(message) if not isinstance(message, bytes) else message
+    else:
+        raise TypeError(f"cannot broadcast {type(message).__name__}; use str or a bytes-like object")
+    size = len(payload)
+    plain: bytes | None = None  # the unmasked, uncompressed frame
+    shared: dict[tuple[int, int, int], bytes] = {}  # compressed frames without context takeover
+    sent = dropped = closed = skipped = 0
+    for ws in connections:
+        if not ws.open or ws._core.close_sent is not None:
+            skipped += 1
+            continue
+        lock = ws._send_lock
+        over = backlog(ws) > (limit if limit is not None else _default_limit(ws))
+        if over and policy == "close":
+            closed += 1
+            # The close frame is queued now, so that the connection counts as
+            # closing (skipped) from here on; close() then waits CLOSE_TIMEOUT at most.
+            ws._write(ws._core.send_close(CLOSE_CODE, CLOSE_REASON))
+            task = asyncio.ensure_future(_close_slow(ws))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+            ws.logger.info("broadcast: outgoing backlog over the limit; closing with %d", CLOSE_CODE)
+            continue
+        if over or (lock is not None and lock.locked()):
+            # Over the limit, or a fragmented message is half sent: a frame
+            # cannot go in between its fragments.
+            dropped += 1
+            _dropped[ws] = _dropped.get(ws, 0) + 1
+            continue
+        core = ws._core
+        deflate = core.deflate
+        if core.is_client:
+            data = core.send_message(message, compress=compress)
+        elif deflate is None or compress is False or (not compress and size < core.compress_threshold):
+            if plain is None:
+                plain = build_frame(opcode, payload)
+            data = plain
+        elif isinstance(deflate, PerMessageDeflate) and deflate.server_no_context_takeover:
+            key = (deflate.server_max_window_bits, deflate.compress_level, deflate.mem_level)
+            frame = shared.get(key)
+            if frame is None:
+                # This connection's compressor starts from an empty window and
+                # is reset after the message: its frame fits the others alike.
+                frame = shared[key] = core.send_message(message, compress=True)
+            data = frame
+        else:
+            data = core.send_message(message, compress=compress)
+        ws._write(data)
+        sent += 1
+    return BroadcastResult(sent, dropped, closed, skipped)

@@ -1,0 +1,247 @@
+"""wsline.broadcast.broadcast(): one framing for many connections, and slow readers left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import wsline
+from wsline.broadcast import BroadcastResult, broadcast, dropped_messages
+from wsline.protocol.deflate import DeflateConfig
+
+pytestmark = pytest.mark.asyncio
+
+HOST = "127.0.0.1"
+OPTS: dict[str, Any] = {"ping_interval": None, "close_timeout": 0.5}
+
+
+class Room:
+    """A server that keeps its connections, in the order they arrived."""
+
+    def __init__(self) -> None:
+        self.conns: list[wsline.WebSocket] = []
+        self.arrived = asyncio.Event()
+
+    async def handler(self, ws: wsline.WebSocket) -> None:
+        self.conns.append(ws)
+        self.arrived.set()
+        await ws.wait_closed()
+
+    async def wait_for(self, n: int) -> None:
+        while len(self.conns) < n:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 2)
+
+
+@pytest_asyncio.fixture
+async def room() -> AsyncIterator[tuple[Room, wsline.Server]]:
+    r = Room()
+    async with wsline.serve(r.handler, HOST, 0, **OPTS) as server:
+        yield r, server
+
+
+async def raw_sleeper(port: int) -> socket.socket:
+    """A client that completes the handshake and never reads again (tiny receive buffer)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (HOST, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(
+        sock,
+        f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1024)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return sock
+
+
+def small_send_buffer(ws: wsline.WebSocket) -> None:
+    """No kernel send buffer autotuning: the backlog builds up in the transport soon."""
+    ws._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+def spy_writes(ws: wsline.WebSocket, log: list[bytes]) -> None:
+    original = ws._write
+
+    def write(data: bytes) -> None:
+        log.append(data)
+        original(data)
+
+    ws._write = write  # type: ignore[method-assign]
+
+
+async def test_frames_once_for_all_server_connections(room: tuple[Room, wsline.Server]) -> None:
+    r, server = room
+    url = f"ws://{HOST}:{server.port}/"
+    clients = [await wsline.connect(url, compression=None, **OPTS) for _ in range(5)]
+    try:
+        await r.wait_for(5)
+        writes: list[bytes] = []
+        for ws in r.conns:
+            spy_writes(ws, writes)
+        result = broadcast(r.conns, "hello everyone")
+        assert result == BroadcastResult(sent=5)
+        assert len(writes) == 5
+        assert all(data is writes[0] for data in writes)  # the very same bytes object
+        for client in clients:
+            assert await asyncio.wait_for(client.recv(), 2) == "hello everyone"
+        assert broadcast(r.conns, b"\x00\x01") == BroadcastResult(sent=5)
+        for client in clients:
+            assert await asyncio.wait_for(client.recv(), 2) == b"\x00\x01"
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_compresses_once_without_context_takeover() -> None:
+    r = Room()
+    async with wsline.serve(
+        r.handler, HOST, 0, deflate=DeflateConfig(server_no_context_takeover=True), **OPTS
+    ) as server:
+        url = f"ws://{HOST}:{server.port}/"
+        clients = [await wsline.connect(url, **OPTS) for _ in range(3)]
+        try:
+            await r.wait_for(3)
+            assert all(ws._core.deflate is not None for ws in r.conns)
+            calls = 0
+            for ws in r.conns:
+                original = ws._core.send_message
+
+                def counted(*args: Any, _original: Any = original, **kwargs: Any) -> bytes:
+                    nonlocal calls
+                    calls += 1
+                    return bytes(_original(*args, **kwargs))
+
+                ws._core.send_message = counted  # type: ignore[method-assign]
+            text = "compress me " * 100
+            for _ in range(3):
+                assert broadcast(r.conns, text).sent == 3
+            assert calls == 3  # once per message, not per connection
+            for client in clients:
+                for _ in range(3):
+                    assert await asyncio.wait_for(client.recv(), 2) == text
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_context_takeover_and_client_side_frame_per_connection(
+    room: tuple[Room, wsline.Server],
+) -> None:
+    r, server = room
+    url = f"ws://{HOST}:{server.port}/"
+    clients = [await wsline.connect(url, **OPTS) for _ in range(3)]  # deflate with context takeover
+    try:
+        await r.wait_for(3)
+        text = "the same words again " * 50
+        for _ in range(3):  # the second and later messages use each connection's history
+            assert broadcast(r.conns, text).sent == 3
+        for client in clients:
+            for _ in range(3):
+                assert await asyncio.wait_for(client.recv(), 2) == text
+        # Client side: masked frames, each client frames for itself.
+        assert broadcast(clients, "from the clients").sent == 3
+        got = []
+        for client in clients:
+            assert client.is_client
+        while len(got) < 3:
+            await asyncio.sleep(0.01)
+            got = [ws for ws in r.conns if ws._messages]
+        assert all(ws._messages[0] == "from the clients" for ws in r.conns)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_skips_closed_connections(room: tuple[Room, wsline.Server]) -> None:
+    r, server = room
+    url = f"ws://{HOST}:{server.port}/"
+    a = await wsline.connect(url, **OPTS)
+    b = await wsline.connect(url, **OPTS)
+    await r.wait_for(2)
+    await b.close()
+    await asyncio.wait_for(r.conns[1].wait_closed(), 2)
+    assert broadcast(r.conns, "x") == BroadcastResult(sent=1, skipped=1)
+    assert await asyncio.wait_for(a.recv(), 2) == "x"
+    await a.close()
+    with pytest.raises(ValueError):
+        broadcast(r.conns, "x", policy="nope")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        broadcast(r.conns, 42)  # type: ignore[arg-type]
+
+
+async def _flood(r: Room, fast: list[wsline.WebSocket], policy: str, rounds: int) -> BroadcastResult:
+    """Broadcast ``rounds`` 4 KiB messages; the fast clients read them all meanwhile."""
+    total = BroadcastResult()
+    message = os.urandom(4096)
+
+    async def reader(client: wsline.WebSocket) -> int:
+        n = 0
+        while n < rounds:
+            assert await asyncio.wait_for(client.recv(), 5) == message
+            n += 1
+        return n
+
+    readers = [asyncio.create_task(reader(c)) for c in fast]
+    for i in range(rounds):
+        total = total + broadcast(r.conns, message, policy=policy, limit=64 * 1024)  # type: ignore[arg-type]
+        if i % 10 == 9:
+            await asyncio.sleep(0)  # let the loop flush and the readers read
+    counts = await asyncio.wait_for(asyncio.gather(*readers), 10)
+    assert counts == [rounds] * len(fast)  # the fast clients got every message
+    return total
+
+
+async def test_drop_policy_skips_the_slow_client(room: tuple[Room, wsline.Server]) -> None:
+    r, server = room
+    url = f"ws://{HOST}:{server.port}/"
+    fast = [await wsline.connect(url, compression=None, **OPTS) for _ in range(2)]
+    sleeper = await raw_sleeper(server.port)
+    try:
+        await r.wait_for(3)
+        slow = r.conns[2]
+        small_send_buffer(slow)
+        rounds = 400  # 1.6 MB: far beyond what the sleeper's socket buffers hold
+        total = await _flood(r, fast, "drop", rounds)
+        assert total.dropped > 0 and total.closed == 0
+        assert total.sent + total.dropped == 3 * rounds
+        assert dropped_messages(slow) == total.dropped
+        assert dropped_messages(r.conns[0]) == 0
+        assert slow.open  # still connected: it only misses messages
+    finally:
+        sleeper.close()
+        for client in fast:
+            await client.close()
+
+
+async def test_close_policy_closes_the_slow_client(room: tuple[Room, wsline.Server]) -> None:
+    r, server = room
+    url = f"ws://{HOST}:{server.port}/"
+    fast = [await wsline.connect(url, compression=None, **OPTS) for _ in range(2)]
+    sleeper = await raw_sleeper(server.port)
+    try:
+        await r.wait_for(3)
+        slow = r.conns[2]
+        small_send_buffer(slow)
+        rounds = 400
+        total = await _flood(r, fast, "close", rounds)
+        assert total.closed == 1 and total.dropped == 0
+        assert total.sent + total.closed + total.skipped == 3 * rounds
+        await asyncio.wait_for(slow.wait_closed(), 5)  # aborted after CLOSE_TIMEOUT
+        assert slow._core.close_sent is not None and slow._core.close_sent[0] == 1008
+    finally:
+        sleeper.close()
+        for client in fast:
+            await client.close()
