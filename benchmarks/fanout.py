@@ -1,6 +1,7 @@
 """Fan-out: deliveries per second to N connected clients, wsline.broadcast vs websockets.broadcast.
 
     python benchmarks/fanout.py [--clients 1000] [--messages 200] [--size 64]
+    python benchmarks/fanout.py --clients 10000 --messages 50
 
 One process serves both libraries (each on its own port, compression off);
 a second process holds the N raw client sockets, reads and counts bytes, and
@@ -132,6 +133,16 @@ async def _run(lib: str, clients: int, messages: int, size: int) -> tuple[float,
         return end - start, dropped
 
 
+def _raise_fd_limit(needed: int) -> None:
+    """10,000 clients need more file descriptors than the usual soft limit of 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,6 +154,7 @@ def main() -> None:
     parser.add_argument("--client-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--expected", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    _raise_fd_limit(args.clients + 100)
     if args.client_port:
         asyncio.run(_client(args.client_port, args.clients, args.expected))
         return
