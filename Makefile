@@ -7,6 +7,7 @@
 #   make lint        ruff + mypy only
 #   make autobahn    only the Autobahn|Testsuite runs (FULL=0: without 12.x/13.x)
 #   make venv        create/update .venv with the test extras, nothing else
+#   make bench       wsline against its peers (about 11 min; bench-quick: 2.5 min)
 #   make clean       remove .venv, .autobahn/ reports, caches and build output
 #
 # Variables: HOST, PORT (demo); PYTEST_ARGS (extra pytest arguments);
@@ -28,11 +29,11 @@ STAMP_TEST = $(VENV)/.stamp-install-test
 # WSLINE_AUTOBAHN_FULL=1 runs the compression groups too (about 10 min per side).
 AUTOBAHN_ENV = $(if $(filter 1,$(FULL)),WSLINE_AUTOBAHN_FULL=1,)
 
-.PHONY: demo test lint autobahn venv clean help
+.PHONY: demo test lint autobahn venv clean help bench bench-quick
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '4,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '4,15p' Makefile | sed 's/^# \{0,1\}//'
 
 $(PY):
 	$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
@@ -81,3 +82,10 @@ clean:
 	rm -rf $(VENV) .autobahn build dist .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print \
 		| xargs -r rm -rf
+
+# The benchmark suite builds its own venv (peers pinned) in benchmarks/.venv.
+bench:
+	$(PYTHON3) benchmarks/run.py
+
+bench-quick:
+	$(PYTHON3) benchmarks/run.py --quick

@@ -1,7 +1,7 @@
 """wsline's comparative benchmark suite: its server and client against their peers, in one run.
 
-    python3 benchmarks/run.py            # full mode, about 12-15 minutes
-    python3 benchmarks/run.py --quick    # about 3 minutes
+    python3 benchmarks/run.py            # full mode, about 11-13 minutes
+    python3 benchmarks/run.py --quick    # about 2.5 minutes
     python3 benchmarks/run.py --profile  # py-spy and cProfile of wsline's server (pipelined 32 B)
 
 One command does everything: it creates ``benchmarks/.venv`` (wsline editable,
@@ -94,12 +94,13 @@ def bootstrap() -> None:
 
 
 def build_loadgen() -> None:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    (BUILD / ".gitignore").write_text("*\n")  # build output and logs stay out of git
     if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
         return
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise SystemExit("gcc is needed to build the load generator")
-    BUILD.mkdir(parents=True, exist_ok=True)
     cmd = [cc, "-O2", "-Wall", "-Wextra", "-o", str(LOADGEN), str(LOADGEN_SRC)]
     print(" ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
@@ -177,13 +178,31 @@ def server_scenarios(fanout_conns: int) -> list[Scenario]:
     return [
         Scenario("rtt 32 B", "rtt", "msg/s", title="round trips, 1 connection, 32 B binary"),
         Scenario("pipe 100 bin", "pipe", "msg/s", window=100, title="pipelined, 100 in flight, 32 B binary"),
-        Scenario("pipe 1000 bin", "pipe", "msg/s", window=1000, title="pipelined, 1000 in flight, 32 B binary"),
-        Scenario("pipe 100 text", "pipe", "msg/s", window=100, text=True, title="pipelined, 100 in flight, 32 B text"),
         Scenario(
-            "pipe 1000 text", "pipe", "msg/s", window=1000, text=True, title="pipelined, 1000 in flight, 32 B text"
+            "pipe 1000 bin", "pipe", "msg/s", window=1000, title="pipelined, 1000 in flight, 32 B binary"
         ),
-        Scenario("bulk 64 KiB", "bulk", "MB/s", "mbps", size=65536, window=4, title="echo of 64 KiB, 4 in flight"),
-        Scenario("bulk 1 MiB", "bulk", "MB/s", "mbps", size=1 << 20, window=2, title="echo of 1 MiB, 2 in flight"),
+        Scenario(
+            "pipe 100 text",
+            "pipe",
+            "msg/s",
+            window=100,
+            text=True,
+            title="pipelined, 100 in flight, 32 B text",
+        ),
+        Scenario(
+            "pipe 1000 text",
+            "pipe",
+            "msg/s",
+            window=1000,
+            text=True,
+            title="pipelined, 1000 in flight, 32 B text",
+        ),
+        Scenario(
+            "bulk 64 KiB", "bulk", "MB/s", "mbps", size=65536, window=4, title="echo of 64 KiB, 4 in flight"
+        ),
+        Scenario(
+            "bulk 1 MiB", "bulk", "MB/s", "mbps", size=1 << 20, window=2, title="echo of 1 MiB, 2 in flight"
+        ),
         Scenario(
             f"fanout {fanout_conns}",
             "fanout",
@@ -205,7 +224,9 @@ def server_scenarios(fanout_conns: int) -> list[Scenario]:
 CLIENT_SCENARIOS = [
     Scenario("client rtt 32 B", "rtt", "msg/s", title="client: round trips, 32 B binary"),
     Scenario("client pipe 100", "pipe", "msg/s", window=100, title="client: pipelined, 100 in flight, 32 B"),
-    Scenario("client pipe 1000", "pipe", "msg/s", window=1000, title="client: pipelined, 1000 in flight, 32 B"),
+    Scenario(
+        "client pipe 1000", "pipe", "msg/s", window=1000, title="client: pipelined, 1000 in flight, 32 B"
+    ),
 ]
 
 
@@ -375,14 +396,18 @@ def machine_info() -> dict[str, Any]:
         info["gcc"] = cc
     except (OSError, IndexError):
         pass
+    info["wsline_git"] = git_describe()
+    return info
+
+
+def git_describe() -> str:
     try:
-        git = subprocess.run(
+        out = subprocess.run(
             ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
         )
-        info["wsline_git"] = git.stdout.strip()
+        return out.stdout.strip()
     except OSError:
-        pass
-    return info
+        return "?"
 
 
 def loadavg() -> list[float]:
@@ -428,6 +453,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     records: list[Record] = []
     t_start = time.monotonic()
     load_before = loadavg()
+    git_before = git_describe()
     for rnd in range(args.rounds):
         # ---- servers
         if scenarios:
@@ -483,6 +509,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_after": loadavg(),
             "elapsed_s": time.monotonic() - t_start,
             "command": " ".join(["benchmarks/run.py", *sys.argv[1:]]),
+            "wsline_git_start": git_before,
         },
         "impls": [asdict(i) for i in SERVER_IMPLS],
         "scenarios": {
@@ -510,14 +537,25 @@ def aggregate(data: dict[str, Any]) -> dict[tuple[str, str, str], Stat]:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for run in data["runs"]:
         groups.setdefault((run["kind"], run["scenario"], run["impl"]), []).append(run["result"])
-    metric_of = {
-        (kind, s["name"]): s["metric"] for kind, lst in data["scenarios"].items() for s in lst
-    }
+    metric_of = {(kind, s["name"]): s["metric"] for kind, lst in data["scenarios"].items() for s in lst}
     out: dict[tuple[str, str, str], Stat] = {}
     for key, results in groups.items():
         ok = [r for r in results if r.get("ok")]
         metric = metric_of.get((key[0], key[1]), "rate")
         values = [float(r.get(metric, 0.0)) for r in ok]
+        # The same, per CPU-second of the side under test (the server, or the
+        # client): robust to other processes taking CPU time, where that side
+        # is the bottleneck.
+        side = "server_cpu_share" if key[0] == "server" else "cpu_share"
+        per_cpu = [float(r.get(metric, 0.0)) / r[side] for r in ok if r.get(side, 0) > 0.02]
+        if per_cpu:
+            out[(key[0] + "/cpu", key[1], key[2])] = Stat(
+                statistics.median(per_cpu),
+                min(per_cpu),
+                max(per_cpu),
+                len(per_cpu),
+                len(results) - len(per_cpu),
+            )
         extra: dict[str, float] = {}
         for fld in ("cpu_share", "server_cpu_share", "p50_us", "p99_us", "p999_us"):
             xs = [float(r[fld]) for r in ok if fld in r]
@@ -525,7 +563,14 @@ def aggregate(data: dict[str, Any]) -> dict[tuple[str, str, str], Stat]:
                 extra[fld] = statistics.median(xs)
                 extra[fld + "_max"] = max(xs)
         if values:
-            out[key] = Stat(statistics.median(values), min(values), max(values), len(values), len(results) - len(ok), extra)
+            out[key] = Stat(
+                statistics.median(values),
+                min(values),
+                max(values),
+                len(values),
+                len(results) - len(ok),
+                extra,
+            )
         else:
             out[key] = Stat(float("nan"), float("nan"), float("nan"), 0, len(results), extra)
     return out
@@ -545,7 +590,9 @@ def fmt(v: float) -> str:
     return f"{v:.1f}"
 
 
-def best_peer(stats: dict[tuple[str, str, str], Stat], kind: str, sc: str, impls: list[Impl], loop: str | None) -> tuple[str, float]:
+def best_peer(
+    stats: dict[tuple[str, str, str], Stat], kind: str, sc: str, impls: list[Impl], loop: str | None
+) -> tuple[str, float]:
     best_name, best = "", float("nan")
     for impl in impls:
         if not impl.is_peer or (loop is not None and impl.loop != loop):
@@ -564,10 +611,65 @@ def ratio_cell(num: Stat | None, best_name: str, best: float) -> str:
     return f"**{num.median / best:.2f}** ({best_name})"
 
 
+def value_table(
+    stats: dict[tuple[str, str, str], Stat],
+    kind: str,
+    scs: list[dict[str, Any]],
+    names: list[str],
+    impl_by_name: dict[str, Impl],
+    unit_suffix: str,
+) -> list[str]:
+    """One row per scenario: each implementation's median (min-max), then wsline's ratios."""
+    wsl = [n for n in names if impl_by_name[n].is_wsline]
+    head = (
+        "| scenario | unit | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{w} / best peer | {w} / same loop" for w in wsl)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (2 + len(names) + 2 * len(wsl))]
+    impls = list(impl_by_name.values())
+    for s in scs:
+        cells = []
+        for n in names:
+            st = stats.get((kind, s["name"], n))
+            if st is None or st.n == 0:
+                cells.append("FAILED" if st is not None else "n/a")
+            else:
+                fail_note = f" ({st.failed} failed)" if st.failed else ""
+                cells.append(f"{fmt(st.median)}<br><sub>{fmt(st.lo)}-{fmt(st.hi)}{fail_note}</sub>")
+        ratios = []
+        for w in wsl:
+            any_name, any_best = best_peer(stats, kind, s["name"], impls, None)
+            loop_name, loop_best = best_peer(stats, kind, s["name"], impls, impl_by_name[w].loop)
+            st = stats.get((kind, s["name"], w))
+            ratios += [ratio_cell(st, any_name, any_best), ratio_cell(st, loop_name, loop_best)]
+        lines.append(
+            f"| {s['name']} | {s['unit']}{unit_suffix} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(ratios)
+            + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def git_note(meta: dict[str, Any]) -> str:
+    start, end = meta.get("wsline_git_start"), meta.get("wsline_git", "?")
+    if start and start != end:
+        return f"git {start} at the start, {end} at the end: wsline changed during the run"
+    return f"git {end}"
+
+
 def render_markdown(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat], plots: list[str]) -> str:
     meta = data["meta"]
     loads = [float(r["result"]["loadavg1"]) for r in data["runs"] if r["result"].get("loadavg1", -1) >= 0]
-    impl_by_name = {i["name"]: Impl(**{k: (tuple(v) if k == "pyflags" else v) for k, v in i.items()}) for i in data["impls"]}
+    impl_by_name = {
+        i["name"]: Impl(**{k: (tuple(v) if k == "pyflags" else v) for k, v in i.items()})
+        for i in data["impls"]
+    }
     lines = [
         "# wsline against its peers",
         "",
@@ -576,11 +678,12 @@ def render_markdown(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat
         f"{meta['elapsed_s'] / 60:.1f} min in all, {meta['date']}.",
         "",
         f"Python {meta['python']}, {meta.get('cpu_model', '?')}, {meta['cpus']} CPUs, {meta['platform']}; "
-        f"wsline {meta['wsline']} ({meta.get('wsline_git', '?')}), websockets {meta['websockets']}, "
+        f"wsline {meta['wsline']} ({git_note(meta)}), websockets {meta['websockets']}, "
         f"aiohttp {meta['aiohttp']}, picows {meta['picows']}, uvloop {meta['uvloop']}; "
         f"load average before/after: {meta['loadavg_before']} / {meta['loadavg_after']}"
         + (
-            f"; 1-min load average after each run: median {statistics.median(loads):.2f}, max {max(loads):.2f} "
+            f"; 1-min load average after each run: median {statistics.median(loads):.2f}, "
+            f"max {max(loads):.2f} "
             "(the suite itself accounts for about 1-2; more means other processes competed)."
             if loads
             else "."
@@ -593,34 +696,23 @@ def render_markdown(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat
         "the load generator's ceiling, not a peer.",
         "",
     ]
-    for kind, title in (("server", "Servers (C load generator on CPU 1, server on CPU 0)"), ("client", "Clients (each client on CPU 1, C reference server on CPU 0)")):
+    for kind, title in (
+        ("server", "Servers (C load generator on CPU 1, server on CPU 0)"),
+        ("client", "Clients (each client on CPU 1, C reference server on CPU 0)"),
+    ):
         scs = data["scenarios"][kind]
         if not scs:
             continue
         names = [n for n in impl_by_name if any((kind, s["name"], n) in stats for s in scs)]
-        wsl = [n for n in names if impl_by_name[n].is_wsline]
         lines += [f"## {title}", ""]
-        head = "| scenario | unit | " + " | ".join(names) + " | " + " | ".join(
-            f"{w} / best peer | {w} / same loop" for w in wsl
-        ) + " |"
-        lines += [head, "|" + "---|" * (2 + len(names) + 2 * len(wsl))]
-        for s in scs:
-            cells = []
-            for n in names:
-                st = stats.get((kind, s["name"], n))
-                if st is None or st.n == 0:
-                    cells.append("FAILED" if st is not None else "")
-                else:
-                    fail_note = f" ({st.failed} failed)" if st.failed else ""
-                    cells.append(f"{fmt(st.median)}<br><sub>{fmt(st.lo)}-{fmt(st.hi)}{fail_note}</sub>")
-            ratios = []
-            for w in wsl:
-                any_name, any_best = best_peer(stats, kind, s["name"], list(impl_by_name.values()), None)
-                loop_name, loop_best = best_peer(stats, kind, s["name"], list(impl_by_name.values()), impl_by_name[w].loop)
-                st = stats.get((kind, s["name"], w))
-                ratios += [ratio_cell(st, any_name, any_best), ratio_cell(st, loop_name, loop_best)]
-            lines.append(f"| {s['name']} | {s['unit']} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-        lines.append("")
+        lines += value_table(stats, kind, scs, names, impl_by_name, "")
+        lines += [
+            f"The same per CPU-second of the {'server' if kind == 'server' else 'client'} process "
+            "(throughput / its CPU share): how much work each CPU-second buys. Less sensitive to other "
+            "processes on the machine; meaningful where that side is the bottleneck (CPU share table below).",
+            "",
+        ]
+        lines += value_table(stats, kind + "/cpu", scs, names, impl_by_name, " per CPU-s")
         # latency
         rtt = [s for s in scs if s["mode"] == "rtt"]
         for s in rtt:
@@ -672,7 +764,10 @@ def render_markdown(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat
     if failures:
         lines += ["", "Failed runs:", ""]
         for r in failures:
-            lines.append(f"- {r['kind']} `{r['scenario']}` {r['impl']} round {r['round'] + 1}: {r['result'].get('error')}")
+            lines.append(
+                f"- {r['kind']} `{r['scenario']}` {r['impl']} round {r['round'] + 1}: "
+                f"{r['result'].get('error')}"
+            )
     if plots:
         lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots) + "."]
     return "\n".join(lines) + "\n"
@@ -696,15 +791,16 @@ def plot(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat]) -> list[
         "c": "#7f7f7f",
     }
     written = []
-    for kind in ("server", "client"):
-        scs = data["scenarios"][kind]
+    for kind in ("server", "client", "server/cpu", "client/cpu"):
+        scs = data["scenarios"][kind.split("/")[0]]
         if not scs:
             continue
+        per_cpu = kind.endswith("/cpu")
         names = [n for n in impl_by_name if any((kind, s["name"], n) in stats for s in scs)]
         cols = min(3, len(scs))
         rows = (len(scs) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
-        for ax, s in zip(axes.flat, scs):
+        for ax, s in zip(list(axes.flat)[: len(scs)], scs, strict=True):
             meds, los, his, cs, hatches = [], [], [], [], []
             for n in names:
                 st = stats.get((kind, s["name"], n))
@@ -717,28 +813,59 @@ def plot(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat]) -> list[
                 hatches.append("//" if impl_by_name[n]["loop"] == "uvloop" else "")
             x = range(len(names))
             bars = ax.bar(x, meds, yerr=[los, his], color=cs, capsize=3, edgecolor="black", linewidth=0.5)
-            for bar, h in zip(bars, hatches):
+            for bar, h in zip(bars, hatches, strict=True):
                 bar.set_hatch(h)
             ax.set_xticks(list(x))
             ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
-            ax.set_title(f"{s['name']}: {s['unit']}", fontsize=10)
+            ax.set_title(f"{s['name']}: {s['unit']}" + (" per CPU-s" if per_cpu else ""), fontsize=10)
             ax.tick_params(axis="y", labelsize=8)
             ax.grid(axis="y", alpha=0.3)
+            # The C reference can be 10-20 times the Python servers: clip it so
+            # that the others stay readable, and print its value.
+            others = [
+                m + h for n, m, h in zip(names, meds, his, strict=True) if impl_by_name[n]["library"] != "c"
+            ]
+            top = 1.25 * max(others) if others and max(others) > 0 else 0.0
+            clipped = top > 0 and any(
+                m + h > 1.6 * top / 1.25
+                for n, m, h in zip(names, meds, his, strict=True)
+                if impl_by_name[n]["library"] == "c"
+            )
+            if clipped:
+                ax.set_ylim(0, top)
             for i, m in enumerate(meds):
-                if m > 0:
-                    ax.annotate(
-                        fmt(m), (i, m + his[i]), ha="center", va="bottom", fontsize=7,
-                        xytext=(0, 2), textcoords="offset points",
-                    )
-            ax.margins(y=0.12)
-        for ax in list(axes.flat)[len(scs):]:
+                if m <= 0:
+                    continue
+                off_scale = clipped and m + his[i] > top
+                if off_scale:  # inside the clipped bar, reading upwards
+                    ax.text(
+                        i, top * 0.97, fmt(m) + " (off scale)", ha="center", va="top",
+                        fontsize=7, rotation=90, color="white",
+                    )  # fmt: skip
+                    continue
+                ax.annotate(
+                    fmt(m),
+                    (i, m + his[i]),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
+            if not clipped:
+                ax.margins(y=0.12)
+        for ax in list(axes.flat)[len(scs) :]:
             ax.axis("off")
+        side = kind.split("/")[0]
+        what = f"per CPU-second of the {side} process" if per_cpu else "throughput"
         fig.suptitle(
-            f"wsline vs peers, {kind} side (median, bars: min-max over {data['meta']['rounds']} rounds; hatched: uvloop)",
+            f"wsline vs peers, {side} side, {what} "
+            f"(median; bars: min-max over {data['meta']['rounds']} rounds; "
+            "hatched: uvloop)",
             fontsize=11,
         )
         fig.tight_layout()
-        path = RESULTS / f"suite_{kind}.png"
+        path = RESULTS / f"suite_{side}{'_per_cpu' if per_cpu else ''}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path.name)
@@ -746,8 +873,10 @@ def plot(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat]) -> list[
     rtts = [(k, s) for k in ("server", "client") for s in data["scenarios"][k] if s["mode"] == "rtt"]
     if rtts:
         fig, axes = plt.subplots(1, len(rtts), figsize=(7 * len(rtts), 4), squeeze=False)
-        for ax, (kind, s) in zip(axes.flat, rtts):
-            names = [n for n in impl_by_name if (kind, s["name"], n) in stats and stats[(kind, s["name"], n)].n]
+        for ax, (kind, s) in zip(axes.flat, rtts, strict=True):
+            names = [
+                n for n in impl_by_name if (kind, s["name"], n) in stats and stats[(kind, s["name"], n)].n
+            ]
             width = 0.27
             for j, (fld, label) in enumerate((("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9"))):
                 vals = [stats[(kind, s["name"], n)].extra.get(fld, 0.0) for n in names]
@@ -774,7 +903,10 @@ def report(data: dict[str, Any]) -> None:
     md = render_markdown(data, stats, plots)
     (RESULTS / "results.md").write_text(md)
     print(md)
-    log(f"written: {RESULTS / 'results.md'}, {RESULTS / 'suite.json'}, " + ", ".join(str(RESULTS / p) for p in plots))
+    log(
+        f"written: {RESULTS / 'results.md'}, {RESULTS / 'suite.json'}, "
+        + ", ".join(str(RESULTS / p) for p in plots)
+    )
 
 
 # ------------------------------------------------------------------ profile
@@ -799,9 +931,23 @@ def profile(args: argparse.Namespace) -> None:
         raw = BUILD / "pyspy.txt"
         try:
             spy = subprocess.Popen(
-                [pyspy, "record", "--pid", str(srv.pid), "--format", "raw", "--rate", "500",
-                 "--duration", str(int(duration + 3)), "--output", str(raw), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                [
+                    pyspy,
+                    "record",
+                    "--pid",
+                    str(srv.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "500",
+                    "--duration",
+                    str(int(duration + 3)),
+                    "--output",
+                    str(raw),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 preexec_fn=lambda: os.sched_setaffinity(0, {LOADGEN_CPU}),
             )
             time.sleep(1.0)
@@ -821,7 +967,9 @@ def profile(args: argparse.Namespace) -> None:
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cProfile", "-o", str(prof), str(SERVERS_PY), "wsline", "asyncio"],
-            stdout=subprocess.PIPE, stderr=logf, text=True,
+            stdout=subprocess.PIPE,
+            stderr=logf,
+            text=True,
             preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
         )
     assert proc.stdout is not None
@@ -838,7 +986,7 @@ def profile(args: argparse.Namespace) -> None:
     st = pstats.Stats(str(prof), stream=buf)
     st.sort_stats("tottime").print_stats(25)
     text = buf.getvalue()
-    body = text[text.find("   ncalls"):] if "   ncalls" in text else text
+    body = text[text.find("   ncalls") :] if "   ncalls" in text else text
     out_lines += [
         "## cProfile, top 25 by own time",
         "",
@@ -851,7 +999,9 @@ def profile(args: argparse.Namespace) -> None:
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     slug = "".join(ch if ch.isalnum() else "_" for ch in sc.name).strip("_")
-    path = RESULTS / ("profile_wsline_server.md" if sc.name == "pipe 100 bin" else f"profile_wsline_server_{slug}.md")
+    path = RESULTS / (
+        "profile_wsline_server.md" if sc.name == "pipe 100 bin" else f"profile_wsline_server_{slug}.md"
+    )
     path.write_text("\n".join(out_lines) + "\n")
     print("\n".join(out_lines))
     log(f"written: {path}")
@@ -926,7 +1076,9 @@ def main() -> None:
         help="profile wsline's server instead (py-spy, cProfile), under the first scenario matching "
         "--only (default: pipe 100 bin)",
     )
-    parser.add_argument("--report-only", action="store_true", help="re-render results.md and plots from suite.json")
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-render results.md and plots from suite.json"
+    )
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 2 if args.quick else 3

@@ -253,6 +253,7 @@ typedef struct conn {
     int is_server;
     int close_after_flush; /* server: close TCP once the output is flushed */
     int ready;             /* fan-out subscriber: registered */
+    int pending;           /* server: on the list of connections to flush */
     buf_t in, out;
     size_t in_need; /* bytes still missing of a partial frame */
     char key[32];
@@ -294,6 +295,10 @@ static uint32_t g_ring[RING];
 /* server side */
 static conn_t **g_subs;
 static int g_nsubs, g_subs_cap;
+/* subscribers written to while relaying one read's worth of messages: flushed
+   once afterwards (one send per subscriber per read, not per message) */
+static conn_t **g_pending;
+static int g_npending;
 static volatile sig_atomic_t g_stop;
 
 static void fail(const char *fmt, ...) {
@@ -325,6 +330,10 @@ static int subs_add(conn_t *c) {
         conn_t **q = realloc(g_subs, (size_t)nc * sizeof *q);
         if (!q) return -1;
         g_subs = q;
+        /* g_pending holds at most one entry per subscriber: same capacity */
+        conn_t **r = realloc(g_pending, (size_t)nc * sizeof *r);
+        if (!r) return -1;
+        g_pending = r;
         g_subs_cap = nc;
     }
     c->sub_idx = g_nsubs;
@@ -763,9 +772,10 @@ static int server_frame(conn_t *c, int fin, int op, uint8_t *p, size_t n) {
                 i--; /* swap-removed: look at index i again */
                 continue;
             }
-            conn_flush(s);
-            /* conn_flush may have removed s from g_subs */
-            if (i < g_nsubs && g_subs[i] != s) i--;
+            if (!s->pending && g_npending < g_subs_cap) {
+                s->pending = 1;
+                g_pending[g_npending++] = s;
+            }
         }
         return 0;
     }
@@ -1198,6 +1208,13 @@ static int run_server(void) {
             }
             g_error[0] = 0; /* server errors only concern one connection */
             conn_event(c, evs[i].events);
+            /* relayed frames: one flush per subscriber (dead ones are still
+               allocated until free_dead below, and are skipped by conn_flush) */
+            for (int k = 0; k < g_npending; k++) {
+                g_pending[k]->pending = 0;
+                conn_flush(g_pending[k]);
+            }
+            g_npending = 0;
         }
         free_dead();
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl as ssl_module
-from typing import Any, Generator, Iterable, Mapping, Sequence
+from typing import Any, Generator, Iterable, Mapping, Sequence, cast
 
 from .. import __version__
 from ..errors import InvalidHandshake, InvalidStatus
@@ -41,7 +41,7 @@ class _ClientProtocol(ProtocolBase):
         self.done: asyncio.Future[tuple[Response, bytes]] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport = transport
         set_nodelay(transport)
         transport.write(self._request_bytes)

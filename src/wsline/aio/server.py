@@ -9,7 +9,7 @@ import logging
 import re
 import socket
 import ssl as ssl_module
-from typing import Any, AsyncIterator, Awaitable, Callable, Generator, NamedTuple, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Generator, NamedTuple, Sequence, Union, cast
 
 from .. import __version__
 from ..errors import ConnectionClosed, HandshakeRejected, NegotiationError
@@ -160,7 +160,7 @@ class _ServerProtocol(ProtocolBase):
     # ------------------------------------------------------------ transport side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport = transport
         set_nodelay(transport)
         transport.set_write_buffer_limits(high=self.opts.write_limit)
