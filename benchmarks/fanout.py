@@ -2,6 +2,7 @@
 
     python benchmarks/fanout.py [--clients 1000] [--messages 200] [--size 64]
     python benchmarks/fanout.py --clients 10000 --messages 50
+    python benchmarks/fanout.py --processes 2      # also across 2 relay processes on Redis
 
 One process serves both libraries (each on its own port, compression off);
 a second process holds the N raw client sockets, reads and counts bytes, and
@@ -133,6 +134,70 @@ async def _run(lib: str, clients: int, messages: int, size: int) -> tuple[float,
         return end - start, dropped
 
 
+async def _run_processes(clients: int, messages: int, size: int, processes: int) -> tuple[float, int]:
+    """The same fan-out across ``processes`` relay workers sharing a port and a redis-server."""
+    import shutil
+    import socket
+    import tempfile
+
+    import wsline
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--processes needs redis-server (apt-get install redis-server)")
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            return int(sock.getsockname()[1])
+
+    redis_port, port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = await asyncio.create_subprocess_exec(
+            binary, "--port", str(redis_port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            "--dir", tmp, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        relay = None
+        try:
+            await asyncio.sleep(0.3)
+            src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+            relay = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "wsline", "relay", "--host", HOST, "--port", str(port),
+                "--redis", f"redis://{HOST}:{redis_port}/0", "--workers", str(processes),
+                env={**os.environ, "PYTHONPATH": src}, stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            for _ in range(200):
+                try:
+                    _, w = await asyncio.open_connection(HOST, port)
+                    w.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            expected = messages * _frame_size(size)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--client-port", str(port), "--clients", str(clients),
+                "--expected", str(expected), stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            assert (await proc.stdout.readline()).strip() == b"ready"
+            await asyncio.sleep(1.0)  # every worker has subscribed to the room
+            async with wsline.connect(f"ws://{HOST}:{port}/", compression=None, ping_interval=None) as pub:
+                message = "x" * size
+                start = time.perf_counter()
+                for _ in range(messages):
+                    await pub.send(message)
+                line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            end = float(line.split()[1])
+            await proc.wait()
+            return end - start, 0
+        finally:
+            if relay is not None:
+                relay.terminate()
+                await relay.wait()
+            redis.terminate()
+            await redis.wait()
+
+
 def _raise_fd_limit(needed: int) -> None:
     """10,000 clients need more file descriptors than the usual soft limit of 1024."""
     import resource
@@ -151,6 +216,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--size", type=int, default=64, help="message size in bytes (ASCII text)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--processes", type=int, default=0, help="also run wsline's relay on N worker processes sharing Redis"
+    )
     parser.add_argument("--client-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--expected", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,6 +239,13 @@ def main() -> None:
         if best is not None:
             rate = deliveries / best
             print(f"  {lib:10s} {rate:12,.0f} deliveries/s  (best of {args.repeat}: {best:.3f} s)")
+    if args.processes:
+        best = min(
+            asyncio.run(_run_processes(args.clients, args.messages, args.size, args.processes))[0]
+            for _ in range(args.repeat)
+        )
+        label = f"wsline relay, {args.processes} processes + Redis"
+        print(f"  {label}: {deliveries / best:12,.0f} deliveries/s  (best of {args.repeat}: {best:.3f} s)")
 
 
 if __name__ == "__main__":
