@@ -33,6 +33,7 @@ logger = logging.getLogger("wsline.hub")
 _TEXT = b"t"
 _BINARY = b"b"
 _ID_SIZE = 16
+_MAX_OUTBOX = 100_000  # publishes waiting for Redis; beyond it they are counted as unsent
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -78,6 +79,11 @@ class RedisHub(Hub):
         self._closing = False
         #: Messages published here that did not reach Redis since the last reconnection.
         self.unsent = 0
+        # Publishes wait here and go to Redis in pipelined batches, so that a
+        # relay never waits for one Redis round trip per message.
+        self._outbox: list[tuple[bytes, bytes]] = []
+        self._outbox_waiter: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         #: How many times the hub reconnected to Redis.
         self.reconnections = 0
 
@@ -115,11 +121,21 @@ class RedisHub(Hub):
         self._connected = True
         self._closing = False
         self._listener = asyncio.create_task(self._listen())
+        self._sender = asyncio.create_task(self._send_loop())
         logger.info("hub connected to Redis at %s", self.url)
 
     async def close(self) -> None:
+        if self._sender is not None and self._outbox and self._connected:
+            await self._flush_outbox()  # what was published before close() goes out
         self._closing = True
         self._connected = False
+        if self._sender is not None:
+            self._sender.cancel()
+            try:
+                await self._sender
+            except asyncio.CancelledError:
+                pass
+            self._sender = None
         if self._listener is not None:
             self._listener.cancel()
             try:
@@ -263,12 +279,36 @@ class RedisHub(Hub):
             envelope = self._id + _TEXT + message.encode("utf-8")
         else:
             envelope = self._id + _BINARY + bytes(message)
-        if not self._connected or self._redis is None:
+        if not self._connected or self._redis is None or len(self._outbox) >= _MAX_OUTBOX:
             self.unsent += 1
             return result
-        try:
-            await self._redis.publish(self._channel(room), envelope)
-        except self._errors as exc:
-            self.unsent += 1
-            logger.debug("hub: publishing to Redis failed: %r", exc)
+        self._outbox.append((self._channel(room), envelope))
+        waiter = self._outbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return result
+
+    async def _send_loop(self) -> None:
+        """Send queued publishes, each batch in one pipelined round trip."""
+        while True:
+            if not self._outbox:
+                self._outbox_waiter = asyncio.get_running_loop().create_future()
+                await self._outbox_waiter
+                self._outbox_waiter = None
+            await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        if not self._connected or self._redis is None:
+            self.unsent += len(batch)
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for channel, envelope in batch:
+                pipe.publish(channel, envelope)
+            await pipe.execute()
+        except self._errors as exc:
+            self.unsent += len(batch)
+            logger.debug("hub: publishing %d message(s) to Redis failed: %r", len(batch), exc)
