@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Iterable, Mapping, Union, cast
 
+from .._status import ConnectionStatus
 from ..errors import (
     ConnectionClosed,
     ConnectionClosedOK,
@@ -80,7 +81,7 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-class WebSocket:
+class WebSocket(ConnectionStatus):
     """An open WebSocket connection.
 
     Receive with ``await ws.recv()`` or ``async for message in ws`` (``str`` for
@@ -157,46 +158,13 @@ class WebSocket:
         return self._core.is_client
 
     @property
-    def state(self) -> State:
-        """CONNECTING, OPEN, CLOSING or CLOSED."""
-        return State.CLOSED if self._lost else self._core.state
-
-    @property
     def open(self) -> bool:
         """True while messages can be sent."""
         return not self._lost and self._core.state is State.OPEN
 
-    @property
-    def close_code(self) -> int | None:
-        """The close code, once the connection is closed (1006: closed abnormally)."""
-        if self._core.close_rcvd is not None:
-            return self._core.close_rcvd.code
-        if self._lost:
-            return self._closed_error().code
-        return None
-
-    @property
-    def close_reason(self) -> str:
-        """The close reason, once the connection is closed."""
-        if self._core.close_rcvd is not None:
-            return self._core.close_rcvd.reason
-        if self._lost:
-            return self._closed_error().reason
-        return ""
-
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
         return f"<WebSocket {self.id} {side} {_format_address(self.remote_address)} {self.state.name}>"
-
-    def _closed_error(self) -> ConnectionClosed:
-        """The exception that describes how the connection ended (or is ending)."""
-        if self._closed_exc is not None:
-            return self._closed_exc
-        timeout = (self.ping_timeout or 0.0) if self._keepalive_failed else None
-        exc = self._core.closed_exception(timeout, self.latency)
-        if self._lost:
-            self._closed_exc = exc
-        return exc
 
     # --------------------------------------------------------- protocol input
 

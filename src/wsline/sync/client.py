@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 from .. import __version__
+from .._status import ConnectionStatus
 from ..errors import (
     ConnectionClosed,
     ConnectionClosedOK,
@@ -82,7 +83,7 @@ class _PingWaiter:
         self.error: ConnectionClosed | None = None
 
 
-class ClientConnection:
+class ClientConnection(ConnectionStatus):
     """An open client connection (made by :func:`connect`).
 
     ``recv()`` / ``for message in ws`` receive (``str`` for text, ``bytes`` for
@@ -159,41 +160,8 @@ class ClientConnection:
 
     # ------------------------------------------------------------------ status
 
-    @property
-    def state(self) -> State:
-        """OPEN, CLOSING or CLOSED."""
-        return State.CLOSED if self._lost else self._core.state
-
-    @property
-    def close_code(self) -> int | None:
-        """The peer's close code once closed (1006: closed without a close frame)."""
-        if self._core.close_rcvd is not None:
-            return self._core.close_rcvd.code
-        if self._lost:
-            return self._closed_error().code
-        return None
-
-    @property
-    def close_reason(self) -> str:
-        """The peer's close reason once closed."""
-        if self._core.close_rcvd is not None:
-            return self._core.close_rcvd.reason
-        if self._lost:
-            return self._closed_error().reason
-        return ""
-
     def __repr__(self) -> str:
         return f"<ClientConnection {_format_address(self.remote_address)} {self.state.name}>"
-
-    def _closed_error(self) -> ConnectionClosed:
-        """The exception that describes how the connection ended (or is ending)."""
-        if self._closed_exc is not None:
-            return self._closed_exc
-        timeout = (self.ping_timeout or 0.0) if self._keepalive_failed else None
-        exc = self._core.closed_exception(timeout, self.latency)
-        if self._lost:
-            self._closed_exc = exc
-        return exc
 
     # --------------------------------------------------------------- reading
 
