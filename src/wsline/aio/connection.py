@@ -58,6 +58,11 @@ def _next_id() -> str:
 class _ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Adds the connection id and remote address to each record."""
 
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        # The common case, DEBUG off, costs one cached level check.
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.log(logging.DEBUG, msg, *args, **kwargs)
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = cast(dict[str, Any], self.extra)
         kwargs.setdefault("extra", {}).update(extra)
