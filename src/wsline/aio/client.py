@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import socket
 import ssl as ssl_module
-from typing import Any, Generator, Iterable, Mapping, Sequence, cast
+from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence, cast
 
 from .. import __version__
-from ..errors import InvalidHandshake, InvalidStatus
+from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError
 from ..protocol import deflate as pmd
 from ..protocol.connection import Connection
 from ..protocol.handshake import (
@@ -29,6 +31,20 @@ __all__ = ["connect"]
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024
+
+
+_logger = logging.getLogger("wsline.client")
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Whether reconnecting may help after ``exc``."""
+    if isinstance(exc, InvalidStatus):
+        return exc.status >= 500 or exc.status in (408, 429)
+    if isinstance(exc, (InvalidURI, NegotiationError, ssl_module.SSLCertVerificationError)):
+        return False
+    if isinstance(exc, InvalidHandshake):
+        return "certificate verification" not in str(exc)
+    return isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError))
 
 
 class _ClientProtocol(ProtocolBase):
@@ -149,6 +165,9 @@ class connect:
         host: str | None = None,
         port: int | None = None,
         user_agent: str | None = f"wsline/{__version__}",
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        backoff_factor: float = 1.618,
     ) -> None:
         if compression not in ("deflate", None):
             raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
@@ -178,7 +197,48 @@ class connect:
         self.host = host
         self.port = port
         self.user_agent = user_agent
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_factor = backoff_factor
         self._ws: WebSocket | None = None
+
+    def __aiter__(self) -> AsyncIterator[WebSocket]:
+        """Reconnect forever: ``async for ws in connect(uri): ...``.
+
+        Each iteration gets a fresh connection (closed when the iteration ends).
+        Failed attempts (refused, reset, timed out, 5xx, 429) are retried after
+        a jittered exponential backoff: a random delay up to ``backoff_initial``
+        x ``backoff_factor`` ** attempt, capped at ``backoff_max`` seconds, reset
+        after each successful connection. Errors a retry cannot cure (a bad URI,
+        a 4xx refusal, a failed negotiation or TLS verification) are raised.
+        """
+        return self._reconnecting()
+
+    def backoff_delay(self, attempt: int) -> float:
+        """The delay before retry number ``attempt`` (0-based): full jitter."""
+        ceiling = min(self.backoff_max, self.backoff_initial * self.backoff_factor**attempt)
+        return random.uniform(0, ceiling)
+
+    async def _reconnecting(self) -> AsyncIterator[WebSocket]:
+        attempt = 0
+        while True:
+            try:
+                ws = await self._connect()
+            except Exception as exc:
+                if not _retriable(exc):
+                    raise
+                delay = self.backoff_delay(attempt)
+                attempt += 1
+                _logger.info(
+                    "connecting to %s failed (%s); retry %d in %.2f s", self.uri, exc, attempt, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            try:
+                yield ws
+            finally:
+                await ws.close()
 
     def __await__(self) -> Generator[Any, None, WebSocket]:
         return self._connect().__await__()
