@@ -36,7 +36,6 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 import unicodedata
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -47,7 +46,6 @@ from .aio.server import Server, _Serve, serve
 from .gate import same_origin
 from .http import Router, html_response
 from .hub import Hub as RoomsHub
-from .hub import HubUnavailable
 from .protocol.handshake import Request, Response
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -460,20 +458,9 @@ async def run_until_stopped(
 
 def run(args: argparse.Namespace) -> int:
     """Run the chat server for parsed :func:`add_arguments` options."""
-    from .relay import check_worker_arguments, run_workers
+    from .relay import run_command
 
-    error = check_worker_arguments(args)
-    if error is not None:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.workers > 1:
-        return run_workers(args.workers, run_with_hub, args.host, args.port, args.redis, True)
-    try:
-        asyncio.run(run_with_hub(args.host, args.port, args.redis))
-    except HubUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(args, run_with_hub)
 
 
 async def run_with_hub(host: str, port: int, redis_url: str | None = None, reuse_port: bool = False) -> None:

@@ -197,17 +197,29 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the relay for parsed :func:`add_parser` options."""
+ServerMain = Callable[[str, int, "str | None", bool], Any]
+
+
+def run_command(args: argparse.Namespace, target: ServerMain) -> int:
+    """Run ``target(host, port, redis_url, reuse_port)`` for a command with worker options.
+
+    One process by default; ``--workers N`` runs N sharing the port. Returns the
+    exit code: 2 for bad options, 1 when Redis is unreachable.
+    """
     error = check_worker_arguments(args)
     if error is not None:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.workers > 1:
-        return run_workers(args.workers, run_relay, args.host, args.port, args.redis, True)
+        return run_workers(args.workers, target, args.host, args.port, args.redis, True)
     try:
-        asyncio.run(run_relay(args.host, args.port, redis_url=args.redis))
+        asyncio.run(target(args.host, args.port, args.redis, False))
     except HubUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the relay for parsed :func:`add_parser` options."""
+    return run_command(args, run_relay)
