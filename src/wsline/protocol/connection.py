@@ -30,7 +30,6 @@ from . import frames as _frames
 from .frames import (
     MaskSource,
     build_close_payload,
-    header_bytes,
     parse_close_payload,
 )
 
@@ -211,12 +210,17 @@ class Connection:
     def _parse(self, buf: memoryview, end: int, events: list[Event]) -> int:
         pos = 0
         is_server = not self.is_client
+        fast = _frames.parse_messages
         while not self._stopped:
             if self._frame is not None:
                 pos = self._continue_frame(buf, pos, end, events)
                 if self._frame is not None:
                     return pos
                 continue
+            if fast is not None and not self._msg_op:
+                # Whole unfragmented, uncompressed messages in C; it stops at
+                # the first frame that needs judging and leaves it to the code below.
+                pos = fast(buf, pos, end, is_server, self.max_size, events)
             avail = end - pos
             if avail < 2:
                 break
@@ -453,12 +457,8 @@ class Connection:
         if type(payload) is memoryview:
             payload = _frames.as_bytes_view(payload)
         masks = self._masks
-        if masks is None:
-            head = header_bytes(opcode, len(payload), fin, rsv1, False)
-            return head + payload if payload else head
-        mask = masks.next()
-        head = header_bytes(opcode, len(payload), fin, rsv1, True)
-        return head + mask + _frames.apply_mask(payload, mask)
+        b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+        return _frames.build_frame_b0(b0, payload, None if masks is None else masks.next())
 
     def _check_can_send(self) -> None:
         # Data may still go out after the peer's close frame, until our reply.

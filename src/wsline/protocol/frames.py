@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import struct
 from enum import IntEnum
+from typing import Any, Callable
 
 from ..errors import ProtocolError
 
@@ -19,6 +20,7 @@ __all__ = [
     "parse_close_payload",
     "MaskSource",
     "is_valid_close_code",
+    "COMPILED",
 ]
 
 
@@ -54,7 +56,58 @@ def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     return value.to_bytes(n, "little")
 
 
-apply_mask = _apply_mask_py
+def _build_frame_py(b0: int, payload: bytes | bytearray | memoryview, mask: bytes | None) -> bytes:
+    """One frame from its first header byte, payload and optional masking key."""
+    length = len(payload)
+    m = 0 if mask is None else 0x80
+    if length < 126:
+        head = _pack_b(b0, m | length)
+    elif length < 65536:
+        head = _pack_h(b0, m | 126, length)
+    else:
+        head = _pack_q(b0, m | 127, length)
+    if mask is not None:
+        return head + mask + _apply_mask_py(payload, mask)
+    return head + payload if length else head
+
+
+ParseMessages = Callable[[memoryview, int, int, bool, int, list[Any]], int]
+
+
+def _load_speedups() -> Any:
+    """The compiled module, or ``None`` (not built, or WSLINE_NO_EXTENSIONS=1).
+
+    WSLINE_REQUIRE_EXTENSIONS=1 turns a missing build into an ImportError, so a
+    test run that means to test the compiled path cannot silently skip it.
+    """
+    if os.environ.get("WSLINE_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from .. import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        if os.environ.get("WSLINE_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+            raise
+        return None
+    return _speedups
+
+
+_speedups = _load_speedups()
+
+#: True when the compiled hot path (``wsline._speedups``) is in use.
+COMPILED: bool = _speedups is not None
+
+apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
+build_frame_b0: Callable[[int, bytes | bytearray | memoryview, bytes | None], bytes]
+#: Consumes whole simple data messages in C; ``None`` on the pure-Python path.
+parse_messages: ParseMessages | None
+if _speedups is not None:
+    apply_mask = _speedups.apply_mask
+    build_frame_b0 = _speedups.build_frame
+    parse_messages = _speedups.parse_messages
+else:
+    apply_mask = _apply_mask_py
+    build_frame_b0 = _build_frame_py
+    parse_messages = None
 
 
 def as_bytes_view(view: memoryview) -> memoryview | bytes:
@@ -64,17 +117,6 @@ def as_bytes_view(view: memoryview) -> memoryview | bytes:
     if view.itemsize != 1 or view.ndim != 1:
         return view.cast("B")
     return view
-
-
-def header_bytes(opcode: int, length: int, fin: bool, rsv1: bool, masked: bool) -> bytes:
-    """Encode a frame header (without the masking key)."""
-    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
-    m = 0x80 if masked else 0
-    if length < 126:
-        return _pack_b(b0, m | length)
-    if length < 65536:
-        return _pack_h(b0, m | 126, length)
-    return _pack_q(b0, m | 127, length)
 
 
 def build_frame(
@@ -91,11 +133,7 @@ def build_frame(
     """
     if type(payload) is memoryview:
         payload = as_bytes_view(payload)
-    length = len(payload)
-    head = header_bytes(opcode, length, fin, rsv1, mask is not None)
-    if mask is not None:
-        return head + mask + apply_mask(payload, mask)
-    return head + payload if length else head
+    return build_frame_b0(opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0), payload, mask)
 
 
 class MaskSource:
