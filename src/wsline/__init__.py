@@ -34,6 +34,7 @@ from .errors import (
     NegotiationError,
     PayloadTooBig,
     ProtocolError,
+    ProxyError,
     WebSocketError,
 )
 from .http import Router
@@ -72,6 +73,7 @@ __all__ = [
     "InvalidURI",
     "NegotiationError",
     "HandshakeRejected",
+    "ProxyError",
     "ProtocolError",
     "PayloadTooBig",
     "InvalidPayload",

@@ -24,6 +24,7 @@ __all__ = [
     "PayloadTooBig",
     "InvalidPayload",
     "HandshakeRejected",
+    "ProxyError",
 ]
 
 Initiator = Literal["local", "remote", "none"]
@@ -186,3 +187,34 @@ class InvalidStatus(InvalidHandshake):
         if body:
             text += f": {body}"
         return text
+
+
+class ProxyError(InvalidHandshake):
+    """Going through a proxy failed: unreachable, refused the tunnel, or answered garbage.
+
+    ``proxy`` is the proxy's ``host:port`` (never its credentials). ``status``,
+    ``reason`` and ``headers`` are those of an HTTP proxy's answer to
+    ``CONNECT`` (``status`` is ``None`` when there was none: the proxy could
+    not be reached, closed the connection, answered garbage, or is a SOCKS5
+    proxy). ``retriable`` says whether trying again may help: ``False`` for a
+    407 (authentication required), a 403 and other refusals, ``True`` for
+    5xx answers (502: the proxy could not reach the server), an unreachable
+    proxy or one that closed the connection.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        proxy: str = "",
+        status: int | None = None,
+        reason: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        retriable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.proxy = proxy
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+        self.retriable = retriable

@@ -10,7 +10,7 @@ import ssl as ssl_module
 from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence, cast
 
 from .. import __version__
-from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError
+from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError, ProxyError
 from ..protocol import deflate as pmd
 from ..protocol.connection import Connection
 from ..protocol.handshake import (
@@ -25,6 +25,7 @@ from ..protocol.handshake import (
     parse_response,
     parse_uri,
 )
+from ..proxy import Proxy, TunnelHandshake, select_proxy
 from .connection import ProtocolBase, WebSocket, set_nodelay
 
 __all__ = ["connect"]
@@ -38,6 +39,8 @@ _logger = logging.getLogger("wsline.client")
 
 def _retriable(exc: BaseException) -> bool:
     """Whether reconnecting may help after ``exc``."""
+    if isinstance(exc, ProxyError):
+        return exc.retriable
     if isinstance(exc, InvalidStatus):
         return exc.status >= 500 or exc.status in (408, 429)
     if isinstance(exc, (InvalidURI, NegotiationError, ssl_module.SSLCertVerificationError)):
@@ -133,6 +136,61 @@ class _ClientProtocol(ProtocolBase):
         super().connection_lost(exc)
 
 
+class _TunnelProtocol(asyncio.Protocol):
+    """Runs the proxy's tunnel handshake; the transport then goes to the WebSocket protocol."""
+
+    def __init__(self, handshake: TunnelHandshake) -> None:
+        self.handshake = handshake
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        set_nodelay(self.transport)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.handshake.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.handshake.receive_data(data)  # kept in handshake.extra
+            return
+        try:
+            opened = self.handshake.receive_data(data)
+        except (ProxyError, ValueError) as exc:
+            self._fail(exc)
+            return
+        if opened:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.done.set_result(None)
+        else:
+            self._flush()
+
+    def eof_received(self) -> bool | None:
+        try:
+            self.handshake.receive_eof()
+        except ProxyError as exc:
+            self._fail(exc)
+        return None
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            try:
+                self.handshake.receive_eof(exc)
+            except ProxyError as error:
+                self.done.set_exception(error)
+
+
 class connect:
     """Open a client connection: ``async with connect(uri) as ws`` or ``ws = await connect(uri)``.
 
@@ -140,7 +198,21 @@ class connect:
     ``headers`` adds request headers (e.g. a token). ``ssl`` takes an
     :class:`ssl.SSLContext` (``wss://`` verifies certificates by default).
     ``compression="deflate"`` offers permessage-deflate; ``None`` does not.
-    ``open_timeout`` bounds the TCP connect, TLS and HTTP handshake together.
+    ``open_timeout`` bounds the TCP connect, TLS and HTTP handshake together
+    (and the proxy's tunnel handshake, when there is a proxy).
+
+    ``proxy`` chooses an HTTP ``CONNECT`` or SOCKS5 proxy: ``True`` (the
+    default) takes it from the environment (``https_proxy`` for ``wss://``,
+    ``http_proxy`` for ``ws://``, then ``all_proxy``; the lowercase names
+    first; hosts listed in ``no_proxy`` are reached directly); ``None`` or
+    ``False`` never uses one; a URL (``http://user:password@host:port``,
+    ``https://...`` for TLS to the proxy, ``socks5://...`` or
+    ``socks5h://...``) uses that proxy. ``proxy_ssl`` is the
+    :class:`ssl.SSLContext` for an ``https://`` proxy. TLS to the server
+    runs end to end through the tunnel. A proxy that cannot be reached or
+    refuses the tunnel raises :class:`~wsline.errors.ProxyError` (with
+    ``status``, e.g. 407 when it wants credentials). ``sock=`` disables the
+    proxy.
     """
 
     def __init__(
@@ -168,6 +240,8 @@ class connect:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         backoff_factor: float = 1.618,
+        proxy: str | bool | None = True,
+        proxy_ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if compression not in ("deflate", None):
             raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
@@ -201,6 +275,10 @@ class connect:
         self.backoff_max = backoff_max
         self.backoff_factor = backoff_factor
         self._ws: WebSocket | None = None
+        self.proxy: Proxy | None = None
+        if sock is None:
+            self.proxy = select_proxy(proxy, self._wsuri.host, self._wsuri.port, self._wsuri.secure)
+        self.proxy_ssl = proxy_ssl
 
     def __aiter__(self) -> AsyncIterator[WebSocket]:
         """Reconnect forever: ``async for ws in connect(uri): ...``.
@@ -257,8 +335,9 @@ class connect:
         try:
             return await asyncio.wait_for(self._open(), self.open_timeout)
         except asyncio.TimeoutError:
+            via = f" via proxy {self.proxy}" if self.proxy is not None else ""
             raise TimeoutError(
-                f"opening handshake with {self.uri} timed out after {self.open_timeout:g} s"
+                f"opening handshake with {self.uri}{via} timed out after {self.open_timeout:g} s"
             ) from None
 
     async def _open(self) -> WebSocket:
@@ -285,14 +364,16 @@ class connect:
         if ssl_context is not None:
             kwargs["ssl"] = ssl_context
             kwargs["server_hostname"] = self.server_hostname or wsuri.host
+        protocol = _ClientProtocol(request_bytes)
+        transport: asyncio.Transport
         try:
-            if self.sock is not None:
-                transport, protocol = await loop.create_connection(
-                    lambda: _ClientProtocol(request_bytes), sock=self.sock, **kwargs
-                )
+            if self.proxy is not None:
+                transport = await self._open_tunnel(self.proxy, protocol, ssl_context)
+            elif self.sock is not None:
+                transport, _ = await loop.create_connection(lambda: protocol, sock=self.sock, **kwargs)
             else:
-                transport, protocol = await loop.create_connection(
-                    lambda: _ClientProtocol(request_bytes),
+                transport, _ = await loop.create_connection(
+                    lambda: protocol,
                     self.host or wsuri.host,
                     self.port or wsuri.port,
                     **kwargs,
@@ -347,6 +428,72 @@ class connect:
         if not ws._reading_paused:
             transport.resume_reading()
         return ws
+
+    async def _open_tunnel(
+        self, proxy: Proxy, protocol: _ClientProtocol, ssl_context: ssl_module.SSLContext | None
+    ) -> asyncio.Transport:
+        """Connect to the proxy, open a tunnel to the server, run TLS through it; hand it to ``protocol``."""
+        loop = asyncio.get_running_loop()
+        wsuri = self._wsuri
+        host = self.host or wsuri.host
+        port = self.port or wsuri.port
+        if not proxy.remote_dns:  # socks5://: the client resolves the name
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise ProxyError(
+                    f"cannot resolve {host} for SOCKS5 proxy {proxy.address}: {exc}",
+                    proxy=proxy.address,
+                    retriable=True,
+                ) from exc
+            host = str(infos[0][4][0])
+        tunnel = _TunnelProtocol(TunnelHandshake(proxy, host, port, self.user_agent))
+        proxy_kwargs: dict[str, Any] = {}
+        if proxy.tls:
+            proxy_kwargs["ssl"] = self.proxy_ssl or ssl_module.create_default_context()
+            proxy_kwargs["server_hostname"] = proxy.host
+        try:
+            proxy_transport, _ = await loop.create_connection(
+                lambda: tunnel, proxy.host, proxy.port, **proxy_kwargs
+            )
+        except ssl_module.SSLCertVerificationError as exc:
+            raise ProxyError(
+                f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}",
+                proxy=proxy.address,
+            ) from exc
+        except OSError as exc:
+            raise ProxyError(
+                f"cannot reach proxy {proxy.address}: {exc}", proxy=proxy.address, retriable=True
+            ) from exc
+        transport = proxy_transport
+        try:
+            await tunnel.done
+            if tunnel.handshake.extra:
+                raise ProxyError(
+                    f"proxy {proxy.address} sent data through the tunnel before the request",
+                    proxy=proxy.address,
+                )
+            if ssl_context is not None:
+                tls_transport = await loop.start_tls(
+                    transport,
+                    protocol,
+                    ssl_context,
+                    server_hostname=self.server_hostname or wsuri.host,
+                )
+                if tls_transport is None:  # pragma: no cover - only for a closed transport
+                    raise ProxyError(
+                        f"proxy {proxy.address} closed the tunnel", proxy=proxy.address, retriable=True
+                    )
+                transport = tls_transport
+                protocol.connection_made(transport)
+            else:
+                transport.set_protocol(protocol)
+                protocol.connection_made(transport)
+                transport.resume_reading()
+        except BaseException:
+            transport.abort()
+            raise
+        return transport
 
 
 def _request_headers(request_bytes: bytes) -> list[tuple[str, str]]:

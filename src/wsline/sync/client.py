@@ -42,6 +42,7 @@ from ..errors import (
     ConnectionClosedOK,
     InvalidHandshake,
     InvalidStatus,
+    ProxyError,
 )
 from ..protocol import deflate as pmd
 from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong, State
@@ -56,6 +57,7 @@ from ..protocol.handshake import (
     parse_response,
     parse_uri,
 )
+from ..proxy import Proxy, TunnelHandshake, select_proxy
 
 __all__ = ["connect", "ClientConnection", "Data"]
 
@@ -616,6 +618,8 @@ def connect(
     host: str | None = None,
     port: int | None = None,
     user_agent: str | None = f"wsline/{__version__}",
+    proxy: str | bool | None = True,
+    proxy_ssl: ssl_module.SSLContext | None = None,
 ) -> ClientConnection:
     """Open a client connection; use as ``with connect(uri) as ws:`` or call ``ws.close()``.
 
@@ -632,12 +636,23 @@ def connect(
     ``sock`` is an already connected socket; ``host``/``port`` override where
     to connect.
 
+    ``proxy`` is as in :func:`wsline.connect`: ``True`` (the default) takes the
+    proxy from the environment (``https_proxy`` for ``wss://``, ``http_proxy``
+    for ``ws://``, then ``all_proxy``; ``no_proxy`` lists hosts reached
+    directly), ``None`` or ``False`` never uses one, a URL
+    (``http://user:password@host:port``, ``https://``, ``socks5://``,
+    ``socks5h://``) uses that proxy; ``proxy_ssl`` is the
+    :class:`ssl.SSLContext` for an ``https://`` proxy. ``wss://`` through an
+    ``https://`` proxy (TLS inside TLS) is left to the asyncio client.
+
     Raises :class:`~wsline.errors.InvalidURI` for a bad URI,
     :class:`~wsline.errors.InvalidStatus` (with ``status`` and ``body``) when
     the server answers other than 101, :class:`~wsline.errors.InvalidHandshake`
     for a bad 101 or a failed TLS certificate check, :class:`TimeoutError`
     after ``open_timeout`` and :class:`OSError` (e.g.
-    :class:`ConnectionRefusedError`) when the server cannot be reached.
+    :class:`ConnectionRefusedError`) when the server cannot be reached,
+    :class:`~wsline.errors.ProxyError` when the proxy cannot be reached or
+    refuses the tunnel.
     """
     if compression not in ("deflate", None):
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
@@ -664,10 +679,20 @@ def connect(
         extra_headers=extra_headers,
         user_agent=user_agent,
     )
+    proxy_info = None if sock is not None else select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)
+    if proxy_info is not None and proxy_info.tls and wsuri.secure:
+        raise ValueError(
+            f"the blocking client cannot open {uri} through the https:// proxy {proxy_info} "
+            "(TLS inside TLS); use an http:// proxy or the asyncio client"
+        )
     deadline = _Deadline(open_timeout)
     conn: socket.socket | None = sock
     try:
-        if conn is None:
+        if conn is None and proxy_info is not None:
+            conn = _open_tunnel(
+                proxy_info, host or wsuri.host, port or wsuri.port, deadline, proxy_ssl, user_agent
+            )
+        elif conn is None:
             conn = socket.create_connection((host or wsuri.host, port or wsuri.port), timeout=deadline.left())
         _set_nodelay(conn)
         if wsuri.secure:
@@ -694,7 +719,8 @@ def connect(
     except TimeoutError:
         if conn is not None:
             conn.close()
-        raise TimeoutError(f"opening handshake with {uri} timed out after {open_timeout:g} s") from None
+        via = f" via proxy {proxy_info}" if proxy_info is not None else ""
+        raise TimeoutError(f"opening handshake with {uri}{via} timed out after {open_timeout:g} s") from None
     except BaseException:
         if conn is not None:
             conn.close()
@@ -718,6 +744,73 @@ def connect(
         max_queue=max_queue,
         received=rest,
     )
+
+
+def _open_tunnel(
+    proxy: Proxy,
+    host: str,
+    port: int,
+    deadline: _Deadline,
+    proxy_ssl: ssl_module.SSLContext | None,
+    user_agent: str | None,
+) -> socket.socket:
+    """Connect to ``proxy`` and open a tunnel to ``host:port`` through it; return the socket."""
+    if not proxy.remote_dns:  # socks5://: the client resolves the name
+        try:
+            host = str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+        except OSError as exc:
+            raise ProxyError(
+                f"cannot resolve {host} for SOCKS5 proxy {proxy.address}: {exc}",
+                proxy=proxy.address,
+                retriable=True,
+            ) from exc
+    try:
+        sock = socket.create_connection((proxy.host, proxy.port), timeout=deadline.left())
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise ProxyError(
+            f"cannot reach proxy {proxy.address}: {exc}", proxy=proxy.address, retriable=True
+        ) from exc
+    try:
+        _set_nodelay(sock)
+        if proxy.tls:
+            context = proxy_ssl or ssl_module.create_default_context()
+            sock.settimeout(deadline.left())
+            try:
+                sock = context.wrap_socket(sock, server_hostname=proxy.host)
+            except ssl_module.SSLCertVerificationError as exc:
+                raise ProxyError(
+                    f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}",
+                    proxy=proxy.address,
+                ) from exc
+        handshake = TunnelHandshake(proxy, host, port, user_agent)
+        while True:
+            outgoing = handshake.data_to_send()
+            if outgoing:
+                sock.settimeout(deadline.left())
+                sock.sendall(outgoing)
+            sock.settimeout(deadline.left())
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                handshake.receive_eof(exc)  # raises ProxyError
+                raise  # pragma: no cover - not reached
+            if not data:
+                handshake.receive_eof()  # raises ProxyError
+            if handshake.receive_data(data):
+                break
+        if handshake.extra:
+            raise ProxyError(
+                f"proxy {proxy.address} sent data through the tunnel before the request",
+                proxy=proxy.address,
+            )
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _set_nodelay(sock: socket.socket) -> None:
