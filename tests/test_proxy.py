@@ -327,6 +327,23 @@ async def test_https_proxy_certificate_is_verified(
 
 
 @pytest.mark.asyncio
+async def test_https_proxy_that_does_not_speak_tls(start_server: StartServer, raw_server: Any) -> None:
+    server = await start_server(echo)
+
+    async def http_answer(peer: RawPeer) -> None:
+        await peer.read_exactly(3)
+        await peer.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    port = await raw_server(http_answer)
+    url = f"https://{HOST}:{port}"
+    with pytest.raises(wsline.ProxyError, match=f"TLS handshake with proxy {HOST}:{port} failed") as info:
+        await client(ws_url(server), proxy=url)
+    assert not info.value.retriable
+    with pytest.raises(wsline.ProxyError, match="TLS handshake with proxy"):
+        await asyncio.to_thread(_sync_echo, ws_url(server), proxy=url)
+
+
+@pytest.mark.asyncio
 async def test_proxy_credentials_are_sent_percent_decoded(
     start_server: StartServer, start_proxy: StartProxy
 ) -> None:
@@ -871,3 +888,44 @@ def test_retriable_proxy_errors() -> None:
     assert _retriable(wsline.ProxyError("x", status=502, retriable=True))
     assert not _retriable(wsline.ProxyError("x", status=407))
     assert issubclass(wsline.ProxyError, wsline.InvalidHandshake)
+
+
+def test_through_proxies_on_uvloop(tls: TLS) -> None:
+    """uvloop's transports: set_protocol after CONNECT, start_tls (TLS inside TLS too)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[str]:
+        got = []
+        server = await wsline.serve(echo, HOST, 0, ssl=tls.server_context)
+        plain = await wsline.serve(echo, HOST, 0)
+        state = FakeProxy(0)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+                await _http_session(state, reader, writer, None, None)
+            writer.close()
+
+        proxy = await asyncio.start_server(handle, HOST, 0)
+        tls_proxy = await asyncio.start_server(handle, HOST, 0, ssl=tls.server_context)
+        proxy_port = proxy.sockets[0].getsockname()[1]
+        tls_proxy_port = tls_proxy.sockets[0].getsockname()[1]
+        try:
+            for uri, proxy_url in [
+                (ws_url(plain), f"http://{HOST}:{proxy_port}"),
+                (ws_url(server, scheme="wss"), f"http://{HOST}:{proxy_port}"),
+                (ws_url(server, scheme="wss"), f"https://{HOST}:{tls_proxy_port}"),
+            ]:
+                kwargs = {"ssl": tls.client_context} if uri.startswith("wss") else {}
+                async with client(uri, proxy=proxy_url, proxy_ssl=tls.client_context, **kwargs) as ws:
+                    await ws.send(uri)
+                    got.append(str(await ws.recv()))
+        finally:
+            for closing in (proxy, tls_proxy):
+                closing.close()
+            await server.close()
+            await plain.close()
+        assert len(state.tunnels) == 3
+        return got
+
+    uris = uvloop.run(main())
+    assert [uri.split(":")[0] for uri in uris] == ["ws", "wss", "wss"]

@@ -461,6 +461,10 @@ class connect:
                 f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}",
                 proxy=proxy.address,
             ) from exc
+        except ssl_module.SSLError as exc:
+            raise ProxyError(
+                f"TLS handshake with proxy {proxy.address} failed: {exc}", proxy=proxy.address
+            ) from exc
         except OSError as exc:
             raise ProxyError(
                 f"cannot reach proxy {proxy.address}: {exc}", proxy=proxy.address, retriable=True

@@ -784,6 +784,10 @@ def _open_tunnel(
                     f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}",
                     proxy=proxy.address,
                 ) from exc
+            except ssl_module.SSLError as exc:
+                raise ProxyError(
+                    f"TLS handshake with proxy {proxy.address} failed: {exc}", proxy=proxy.address
+                ) from exc
         handshake = TunnelHandshake(proxy, host, port, user_agent)
         while True:
             outgoing = handshake.data_to_send()
