@@ -124,6 +124,10 @@ class Impl:
     loop: str  # asyncio, uvloop, epoll
     pyflags: tuple[str, ...] = ()
     note: str = ""
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables
+
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, **dict(self.env)}
 
     @property
     def is_wsline(self) -> bool:
@@ -134,16 +138,12 @@ class Impl:
         return self.library not in ("wsline", "c")
 
 
-# wsline asserts isinstance(transport, asyncio.Transport) in connection_made,
-# which uvloop's transports are not: under uvloop it only runs with -O.
-UVLOOP_NOTE = (
-    "run with `python -O`: wsline's `connection_made` asserts `isinstance(transport, "
-    "asyncio.Transport)`, which uvloop's transports fail; -O strips the assert"
-)
+PURE_NOTE = "the pure-Python path (WSLINE_NO_EXTENSIONS=1): wsline without its C extension"
 
 SERVER_IMPLS = [
     Impl("wsline", "wsline", "asyncio"),
-    Impl("wsline uvloop", "wsline", "uvloop", ("-O",), UVLOOP_NOTE),
+    Impl("wsline uvloop", "wsline", "uvloop"),
+    Impl("wsline pure", "wsline", "asyncio", note=PURE_NOTE, env=(("WSLINE_NO_EXTENSIONS", "1"),)),
     Impl("websockets", "websockets", "asyncio"),
     Impl("websockets uvloop", "websockets", "uvloop"),
     Impl("aiohttp", "aiohttp", "asyncio"),
@@ -261,6 +261,7 @@ class ServerProc:
             stdin=subprocess.DEVNULL,
             preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
             text=True,
+            env=impl.environ(),
         )
         log.close()
         assert self.proc.stdout is not None
@@ -339,12 +340,12 @@ def run_client(sc: Scenario, impl: Impl, port: int, duration: float, warmup: flo
         "--cpu",
         str(LOADGEN_CPU),
     ]
-    return run_json(cmd, duration + warmup + 60)
+    return run_json(cmd, duration + warmup + 60, impl.environ())
 
 
-def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
+def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
     for line in reversed(out.stdout.splitlines()):
@@ -1079,7 +1080,13 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="re-render results.md and plots from suite.json"
     )
+    parser.add_argument(
+        "--results", type=Path, default=None, help="write results here (default: benchmarks/results)"
+    )
     args = parser.parse_args()
+    if args.results is not None:
+        global RESULTS
+        RESULTS = args.results.resolve()
     if args.rounds is None:
         args.rounds = 2 if args.quick else 3
     if args.duration is None:

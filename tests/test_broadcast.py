@@ -73,13 +73,14 @@ def small_send_buffer(ws: wsline.WebSocket) -> None:
 
 
 def spy_writes(ws: wsline.WebSocket, log: list[bytes]) -> None:
-    original = ws._write
+    """Record the frames broadcast hands to ``ws`` (it queues them with ``_queue``)."""
+    original = ws._queue
 
-    def write(data: bytes) -> None:
+    def queue(data: bytes) -> None:
         log.append(data)
         original(data)
 
-    ws._write = write  # type: ignore[method-assign]
+    ws._queue = queue  # type: ignore[method-assign]
 
 
 async def test_frames_once_for_all_server_connections(room: tuple[Room, wsline.Server]) -> None:

@@ -199,6 +199,6 @@ def broadcast(
             data = frame
         else:
             data = core.send_message(message, compress=compress)
-        ws._write(data)
+        ws._queue(data)
         sent += 1
     return BroadcastResult(sent, dropped, closed, skipped)

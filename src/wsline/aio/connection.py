@@ -141,6 +141,7 @@ class WebSocket(ConnectionStatus):
         self._wbuf: list[bytes] = []
         self._wbuf_size = 0
         self._cork_limit = max(1, min(write_limit, 1 << 16))
+        self._eager = True  # the next frame may be written at once (see _write)
         self._lost = False
         self._lost_fut: asyncio.Future[None] = self._loop.create_future()
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
@@ -176,6 +177,8 @@ class WebSocket(ConnectionStatus):
     def _feed(self, data: memoryview) -> None:
         core = self._core
         events = core.receive_data(data)
+        # One message in: its reply may go out at once. More: cork the replies.
+        self._eager = len(events) < 2
         if core.outbox:
             self._write(b"".join(core.data_to_send()))
         if _debug_enabled(DEBUG):
@@ -381,20 +384,42 @@ class WebSocket(ConnectionStatus):
     # ---------------------------------------------------------------- sending
 
     def _write(self, data: bytes) -> None:
-        """Queue a frame; everything queued in one loop pass goes out in one write.
+        """Write a frame: at once when it is alone, corked when frames come in bursts.
 
-        Corking turns N small sends into one syscall (the largest cost of small
-        messages). A full buffer, close and abort flush at once.
+        The first frame after a receive (a reply) goes straight to the
+        transport: no extra loop pass on a round trip. Further frames written in
+        the same loop pass, or replies to a batch of received messages, are
+        queued and go out together in one write at the end of the pass (N small
+        sends, one syscall). A full buffer, close and abort flush at once.
         """
         if not data:
             return
+        wbuf = self._wbuf
+        if not wbuf and self._eager:
+            self._eager = False
+            if not self._lost:
+                self._transport.write(data)
+            return
+        wbuf.append(data)
+        self._wbuf_size += len(data)
+        if self._wbuf_size >= self._cork_limit:
+            self._flush()
+        elif len(wbuf) == 1:
+            self._loop.call_soon(self._end_of_pass)
+
+    def _queue(self, data: bytes) -> None:
+        """Queue a frame for the end-of-pass write (never written at once)."""
         wbuf = self._wbuf
         wbuf.append(data)
         self._wbuf_size += len(data)
         if self._wbuf_size >= self._cork_limit:
             self._flush()
         elif len(wbuf) == 1:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._end_of_pass)
+
+    def _end_of_pass(self) -> None:
+        self._flush()
+        self._eager = True
 
     def _flush(self) -> None:
         wbuf = self._wbuf

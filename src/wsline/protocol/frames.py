@@ -43,17 +43,35 @@ _pack_h = struct.Struct("!BBH").pack
 _pack_q = struct.Struct("!BBQ").pack
 
 
+# XOR tables for the pure-Python masking of long payloads, one per key byte, built on demand.
+_XOR_TABLES: list[bytes | None] = [None] * 256
+
+
+def _xor_table(k: int) -> bytes:
+    table = _XOR_TABLES[k]
+    if table is None:
+        table = _XOR_TABLES[k] = bytes(b ^ k for b in range(256))
+    return table
+
+
 def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated; returns new bytes."""
     n = len(data)
-    if n == 0:
-        return b""
-    # Big-integer XOR runs in C over machine words: fast enough in pure Python.
-    repeated = mask * ((n + 3) >> 2)
-    if len(repeated) != n:
-        repeated = repeated[:n]
-    value = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
-    return value.to_bytes(n, "little")
+    if n < 1024:
+        if n == 0:
+            return b""
+        # Big-integer XOR runs in C over machine words: the fastest way for short data.
+        repeated = mask * ((n + 3) >> 2)
+        if len(repeated) != n:
+            repeated = repeated[:n]
+        value = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
+        return value.to_bytes(n, "little")
+    # Long data: every 4th byte shares a key byte, so four strided translate()
+    # calls do the XOR in C (about 2.5x the big-integer way at 1 MiB).
+    out = bytearray(data)
+    for i in range(4):
+        out[i::4] = out[i::4].translate(_xor_table(mask[i]))
+    return bytes(out)
 
 
 def _build_frame_py(b0: int, payload: bytes | bytearray | memoryview, mask: bytes | None) -> bytes:
