@@ -212,7 +212,8 @@ class connect:
     runs end to end through the tunnel. A proxy that cannot be reached or
     refuses the tunnel raises :class:`~wsline.errors.ProxyError` (with
     ``status``, e.g. 407 when it wants credentials). ``sock=`` disables the
-    proxy.
+    proxy. The proxy chosen (a :class:`wsline.proxy.Proxy`, or ``None``) is
+    the ``proxy`` attribute.
     """
 
     def __init__(
