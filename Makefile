@@ -3,7 +3,7 @@
 # files, so a second run installs nothing.
 #
 #   make demo        the chat demo: page and WebSocket on one port (HOST=127.0.0.1 PORT=8000)
-#   make test        ruff + mypy + pytest (whole tests/, Autobahn runs included)
+#   make test        ruff + mypy + pytest twice: with the C extension, then pure Python
 #   make lint        ruff + mypy only
 #   make autobahn    only the Autobahn|Testsuite runs (FULL=0: without 12.x/13.x)
 #   make venv        create/update .venv with the test extras, nothing else
@@ -48,6 +48,12 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test]'
 	touch $@ $(STAMP_BASE)
 
+# The C extension, rebuilt in place (src/wsline/) when its source changes.
+STAMP_EXT = $(VENV)/.stamp-ext
+$(STAMP_EXT): src/wsline/_speedups.c setup.py $(STAMP_BASE)
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
 # Node's ws package for the interop tests (from the lock file).
 NODE_WS = tests/interop/node_modules/.package-lock.json
 $(NODE_WS): tests/interop/package-lock.json
@@ -65,14 +71,17 @@ lint: $(STAMP_TEST)
 	echo "== mypy"; $(VENV)/bin/mypy || rc=1; \
 	exit $$rc
 
-# All three steps run even when one fails (so pytest's summary is always
-# there); the exit status is non-zero if any of them failed.
-test: $(STAMP_TEST) $(NODE_WS)
-	@rc=0; ruff=ok; mypy=ok; pytest=ok; \
+# All steps run even when one fails (so pytest's summaries are always there);
+# the exit status is non-zero if any of them failed. pytest runs twice: with
+# the C extension (required: a failed build fails the run) and with the
+# pure-Python twin forced by WSLINE_NO_EXTENSIONS=1.
+test: $(STAMP_TEST) $(STAMP_EXT) $(NODE_WS)
+	@rc=0; ruff=ok; mypy=ok; compiled=ok; pure=ok; \
 	echo "== ruff check src tests compliance benchmarks examples"; $(VENV)/bin/ruff check src tests compliance benchmarks examples || { rc=1; ruff=FAILED; }; \
 	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
-	echo "== pytest $(PYTEST_ARGS)"; $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pytest=FAILED; }; \
-	echo "== make test: ruff $$ruff, mypy $$mypy, pytest $$pytest"; \
+	echo "== pytest, compiled path $(PYTEST_ARGS)"; WSLINE_REQUIRE_EXTENSIONS=1 $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; compiled=FAILED; }; \
+	echo "== pytest, pure-Python path (WSLINE_NO_EXTENSIONS=1) $(PYTEST_ARGS)"; WSLINE_NO_EXTENSIONS=1 $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pure=FAILED; }; \
+	echo "== make test: ruff $$ruff, mypy $$mypy, pytest compiled $$compiled, pytest pure-Python $$pure"; \
 	exit $$rc
 
 autobahn: $(STAMP_TEST)

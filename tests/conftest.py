@@ -29,6 +29,13 @@ from wsline.protocol.handshake import accept_key
 
 HOST = "127.0.0.1"
 
+# The tests talk to their own loopback servers: a proxy configured in the
+# environment (a CI machine's) must not get in between. test_proxy.py sets
+# these variables itself where it tests them.
+for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.upper(), None)
+
 #: Options that keep every test fast: no background pings, short timeouts.
 SERVER_DEFAULTS: dict[str, Any] = {"ping_interval": None, "close_timeout": 0.5, "open_timeout": 2.0}
 CLIENT_DEFAULTS: dict[str, Any] = {"ping_interval": None, "close_timeout": 0.5, "open_timeout": 2.0}
