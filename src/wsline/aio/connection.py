@@ -635,28 +635,29 @@ class WebSocket(ConnectionStatus):
         close frame and the end of the connection, then aborts. Never raises
         because the connection is already closed.
         """
-        if not self._lost:
-            core = self._core
-            if core.close_sent is None:
-                if core.failure is not None:
-                    data = core.send_failure_close()  # the protocol error's code wins
-                elif core.close_rcvd is not None:
-                    data = core.send_close_reply()  # the peer closed first: echo its code
-                else:
-                    data = core.send_close(code, reason)
-                self._write(data)
-                if _debug_enabled(DEBUG) and core.close_sent is not None:
-                    self.logger.debug("> close %d %r", *core.close_sent)
-            if core.state is State.CLOSED and not core.is_client:
-                self._flush()
-                self._transport.close()
-            if timeout is not None and self._close_timer is not None:
-                self._close_timer.cancel()
-                self._close_timer = None
-            if self._close_timer is None:
-                self._close_timer = self._loop.call_later(
-                    self.close_timeout if timeout is None else timeout, self._close_timed_out
-                )
+        if self._lost:
+            return
+        core = self._core
+        if core.close_sent is None:
+            if core.failure is not None:
+                data = core.send_failure_close()  # the protocol error's code wins
+            elif core.close_rcvd is not None:
+                data = core.send_close_reply()  # the peer closed first: echo its code
+            else:
+                data = core.send_close(code, reason)
+            self._write(data)
+            if _debug_enabled(DEBUG) and core.close_sent is not None:
+                self.logger.debug("> close %d %r", *core.close_sent)
+        if core.state is State.CLOSED and not core.is_client:
+            self._flush()
+            self._transport.close()
+        if timeout is not None and self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(
+                self.close_timeout if timeout is None else timeout, self._close_timed_out
+            )
         await asyncio.shield(self._lost_fut)
 
     async def wait_closed(self) -> None:

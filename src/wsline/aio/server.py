@@ -153,6 +153,7 @@ class _ServerProtocol(ProtocolBase):
         self._task: asyncio.Task[None] | None = None
         self._lost = False
         self._eof = False
+        self._loop: asyncio.AbstractEventLoop = server._loop
         self._client_ip: str | None = None
         self.request: Request | None = None
         self.remote_address: Any = None
@@ -167,7 +168,6 @@ class _ServerProtocol(ProtocolBase):
         self.remote_address = transport.get_extra_info("peername")
         server = self.server
         server._protocols.add(self)
-        loop = asyncio.get_running_loop()
         limit = self.opts.max_connections_per_client
         if limit is not None and isinstance(self.remote_address, tuple):
             ip = str(self.remote_address[0])
@@ -178,19 +178,33 @@ class _ServerProtocol(ProtocolBase):
                 return
             server._per_client[ip] = count + 1
             self._client_ip = ip
-        task = loop.create_task(self._run())
+        # No task yet: it starts when a whole request head is in (or too much
+        # arrived without one), so a handshake costs no wait-for-data round.
+        self._start_timer(True)
+
+    def _start_task(self) -> None:
+        task = self._loop.create_task(self._run())
         self._task = task
+        server = self.server
         server._tasks.add(task)
         task.add_done_callback(server._tasks.discard)
 
     def handshake_data(self, data: memoryview) -> None:
-        self._inbuf += data
-        if len(self._inbuf) > self.opts.max_header_size + 65536 and self.transport is not None:
+        inbuf = self._inbuf
+        seen = len(inbuf)
+        inbuf += data
+        if self._task is None:
+            if inbuf.find(b"\r\n\r\n", max(0, seen - 3)) < 0 and len(inbuf) <= self.opts.max_header_size:
+                return
+            self._start_task()
+        if len(inbuf) > self.opts.max_header_size + 65536 and self.transport is not None:
             self.transport.pause_reading()  # _wait_data resumes when more is needed
         self._wake()
 
     def eof_received(self) -> bool | None:
         self._eof = True
+        if self._task is None:
+            return None  # nothing was asked: close the transport
         self._wake()
         return None
 
@@ -224,7 +238,7 @@ class _ServerProtocol(ProtocolBase):
     def _start_timer(self, first: bool) -> None:
         self._cancel_timer()
         if self.opts.open_timeout is not None:
-            self._timer = asyncio.get_running_loop().call_later(
+            self._timer = self._loop.call_later(
                 self.opts.open_timeout, self._timed_out, first
             )
 
@@ -250,7 +264,7 @@ class _ServerProtocol(ProtocolBase):
             raise _Disconnected
         assert self.transport is not None
         self.transport.resume_reading()
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
         await waiter
 
@@ -358,7 +372,8 @@ class _ServerProtocol(ProtocolBase):
         """Answer HTTP requests until one upgrades (returns the WebSocket) or the connection ends."""
         first = True
         while True:
-            self._start_timer(first)
+            if not first:  # the first request's timer runs since connection_made
+                self._start_timer(first)
             self.request = None
             keep_alive = False
             try:
@@ -565,7 +580,8 @@ class Server:
         #: Errors raised by handlers, as :class:`ServerError` items.
         self.errors = ErrorChannel(errors_maxlen)
         self._closing = False
-        self._closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed = self._loop.create_future()
 
     def _report(self, error: BaseException, info: ConnectionInfo) -> None:
         self.errors.put(ServerError(error, info))

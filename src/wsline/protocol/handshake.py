@@ -70,25 +70,36 @@ _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?")
 class Headers:
     """HTTP headers: ordered, repeatable, case-insensitive names."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         if isinstance(items, Mapping):
             items = items.items()
         self._items: list[tuple[str, str]] = list(items)
+        # Lower-cased name -> values, built on the first lookup (a handshake
+        # looks up a dozen names: one pass instead of one scan per name).
+        self._index: dict[str, list[str]] | None = None
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for key, value in self._items:
+            lname = key.lower()
+            values = index.get(lname)
+            if values is None:
+                index[lname] = [value]
+            else:
+                values.append(value)
+        self._index = index
+        return index
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        lname = name.lower()
-        for key, value in self._items:
-            if key.lower() == lname:
-                return value
-        return default
+        values = (self._index or self._lookup()).get(name.lower())
+        return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
-        lname = name.lower()
-        return [value for key, value in self._items if key.lower() == lname]
+        return list((self._index or self._lookup()).get(name.lower(), ()))
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -102,6 +113,7 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         self._items.append((name, value))
+        self._index = None
 
     def items(self) -> list[tuple[str, str]]:
         """All (name, value) pairs in order."""
