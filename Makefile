@@ -8,6 +8,7 @@
 #   make autobahn    only the Autobahn|Testsuite runs (FULL=0: without 12.x/13.x)
 #   make venv        create/update .venv with the test extras, nothing else
 #   make bench       wsline against its peers (about 11 min; bench-quick: 2.5 min)
+#   make fuzz        atheris fuzz targets in fuzz/, FUZZ_SECONDS each (default 60)
 #   make clean       remove .venv, .autobahn/ reports, caches and build output
 #
 # Variables: HOST, PORT (demo); PYTEST_ARGS (extra pytest arguments);
@@ -29,11 +30,11 @@ STAMP_TEST = $(VENV)/.stamp-install-test
 # WSLINE_AUTOBAHN_FULL=1 runs the compression groups too (about 10 min per side).
 AUTOBAHN_ENV = $(if $(filter 1,$(FULL)),WSLINE_AUTOBAHN_FULL=1,)
 
-.PHONY: demo test lint autobahn venv clean help bench bench-quick
+.PHONY: demo test lint autobahn venv clean help bench bench-quick fuzz
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '4,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '4,16p' Makefile | sed 's/^# \{0,1\}//'
 
 $(PY):
 	$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
@@ -98,3 +99,18 @@ bench:
 
 bench-quick:
 	$(PYTHON3) benchmarks/run.py --quick
+
+# Coverage-guided fuzzing (atheris, installed into the venv on first use). New
+# inputs go to $(VENV)/fuzz-corpus/<target> (the committed seeds in fuzz/corpus
+# are only read); a crash stops the run and leaves fuzz/<target>-crash-<hash>.
+FUZZ_SECONDS = 60
+FUZZ_TARGETS = frames handshake deflate
+fuzz: $(STAMP_TEST)
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PIP) install -q atheris
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(VENV)/fuzz-corpus/$$t; \
+		echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+		$(PY) fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=fuzz/$$t- \
+			$(VENV)/fuzz-corpus/$$t fuzz/corpus/$$t || exit 1; \
+	done
