@@ -457,13 +457,20 @@ class WebSocket(ConnectionStatus):
             if self._lost:
                 raise self._send_error()
             try:
-                data = self._core.send_message(message, compress=compress)
+                data, payload = self._core.send_message_split(message, compress=compress)
             except InvalidState:
                 raise self._send_error() from None
-            self._write(data)
+            if payload:
+                # A large payload goes to the transport as is, after its header.
+                self._flush()
+                self._transport.write(data)
+                self._transport.write(payload)
+            else:
+                self._write(data)
             if _debug_enabled(DEBUG):
                 kind = "text" if isinstance(message, str) else "binary"
-                self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), len(data))
+                size = len(data) + len(payload)
+                self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), size)
         elif isinstance(message, Mapping):
             raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
         elif isinstance(message, AsyncIterable) or isinstance(message, Iterable):
