@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 from . import gate, http, log
 from .aio.client import connect
 from .aio.connection import Data, WebSocket
+from .aio.listener import Listener
 from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve
 from .broadcast import BroadcastResult, broadcast
 from .errors import (
@@ -57,6 +58,7 @@ __all__ = [
     "ConnectionInfo",
     "ErrorChannel",
     "WebSocket",
+    "Listener",
     "Data",
     "State",
     "Request",

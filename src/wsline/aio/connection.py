@@ -9,7 +9,18 @@ import os
 import socket
 import threading
 import time
-from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Iterable, Mapping, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Union,
+    cast,
+)
 
 from .._status import ConnectionStatus
 from ..errors import (
@@ -20,6 +31,9 @@ from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState,
 from ..protocol.handshake import Request, Response
 
 __all__ = ["WebSocket", "Data"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .listener import Listener
 
 Data = Union[str, bytes]
 Sendable = Union[str, bytes, bytearray, memoryview]
@@ -142,6 +156,9 @@ class WebSocket(ConnectionStatus):
         self._wbuf_size = 0
         self._cork_limit = max(1, min(write_limit, 1 << 16))
         self._eager = True  # the next frame may be written at once (see _write)
+        #: The callback API's listener (wsline.Listener), if the server runs one.
+        self._listener: Listener | None = None
+        self._report_error: Callable[[BaseException], None] | None = None
         self._lost = False
         self._lost_fut: asyncio.Future[None] = self._loop.create_future()
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
@@ -235,6 +252,10 @@ class WebSocket(ConnectionStatus):
                 log("< protocol error %d: %s", event.error.code, event.error.reason)
 
     def _deliver(self, message: Data) -> None:
+        listener = self._listener
+        if listener is not None:
+            self._call_listener(listener.on_message, message)
+            return
         waiter = self._recv_waiter
         if waiter is not None:
             self._recv_waiter = None
@@ -306,6 +327,19 @@ class WebSocket(ConnectionStatus):
         self._pings.clear()
         if not self._lost_fut.done():
             self._lost_fut.set_result(None)
+        listener = self._listener
+        if listener is not None:
+            self._call_listener(listener.on_close, closed)
+
+    def _call_listener(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run a listener callback; an exception is logged, reported and closes with 1011."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self.logger.error("listener %s failed: %r", callback.__name__, exc, exc_info=True)
+            if self._report_error is not None:
+                self._report_error(exc)
+            self.close_nowait(1011, "internal error")
 
     def _pause_writing(self) -> None:
         self._write_paused = True
@@ -317,6 +351,13 @@ class WebSocket(ConnectionStatus):
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+        if self._listener is not None and not self._lost:
+            self._call_listener(self._listener.on_writable)
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while the outgoing buffer is above its high-water mark (``write_limit``)."""
+        return self._write_paused
 
     # -------------------------------------------------------------- receiving
 
@@ -454,23 +495,7 @@ class WebSocket(ConnectionStatus):
             async with self._send_lock:
                 pass
         if isinstance(message, (str, bytes, bytearray, memoryview)):
-            if self._lost:
-                raise self._send_error()
-            try:
-                data, payload = self._core.send_message_split(message, compress=compress)
-            except InvalidState:
-                raise self._send_error() from None
-            if payload:
-                # A large payload goes to the transport as is, after its header.
-                self._flush()
-                self._transport.write(data)
-                self._transport.write(payload)
-            else:
-                self._write(data)
-            if _debug_enabled(DEBUG):
-                kind = "text" if isinstance(message, str) else "binary"
-                size = len(data) + len(payload)
-                self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), size)
+            self._send_message(message, compress)
         elif isinstance(message, Mapping):
             raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
         elif isinstance(message, AsyncIterable) or isinstance(message, Iterable):
@@ -479,6 +504,38 @@ class WebSocket(ConnectionStatus):
             raise TypeError(f"cannot send {type(message).__name__}; use str or a bytes-like object")
         if self._write_paused:
             await self._drain()
+
+    def _send_message(self, message: Sendable, compress: bool | None) -> None:
+        if self._lost:
+            raise self._send_error()
+        try:
+            data, payload = self._core.send_message_split(message, compress=compress)
+        except InvalidState:
+            raise self._send_error() from None
+        if payload:
+            # A large payload goes to the transport as is, after its header.
+            self._flush()
+            self._transport.write(data)
+            self._transport.write(payload)
+        else:
+            self._write(data)
+        if _debug_enabled(DEBUG):
+            kind = "text" if isinstance(message, str) else "binary"
+            size = len(data) + len(payload)
+            self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), size)
+
+    def send_nowait(self, message: Sendable, *, compress: bool | None = None) -> None:
+        """Send one message without waiting (for :class:`~wsline.Listener` callbacks).
+
+        Never blocks: the frame is queued even when :attr:`writing_paused` is
+        true, so check it (and wait for ``on_writable``) when sending a lot.
+        Raises :class:`~wsline.errors.ConnectionClosed` once closed.
+        """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send {type(message).__name__}; use str or a bytes-like object")
+        if self._send_lock is not None and self._send_lock.locked():
+            raise RuntimeError("a fragmented message is being sent; use await send()")
+        self._send_message(message, compress)
 
     async def _send_fragments(self, pieces: Iterable[Sendable] | AsyncIterable[Sendable]) -> None:
         if self._send_lock is None:
@@ -644,6 +701,13 @@ class WebSocket(ConnectionStatus):
         """
         if self._lost:
             return
+        self.close_nowait(code, reason, timeout)
+        await asyncio.shield(self._lost_fut)
+
+    def close_nowait(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
+        """Start the closing handshake without waiting for its end (see :meth:`close`)."""
+        if self._lost:
+            return
         core = self._core
         if core.close_sent is None:
             if core.failure is not None:
@@ -665,7 +729,6 @@ class WebSocket(ConnectionStatus):
             self._close_timer = self._loop.call_later(
                 self.close_timeout if timeout is None else timeout, self._close_timed_out
             )
-        await asyncio.shield(self._lost_fut)
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""

@@ -26,6 +26,7 @@ from ..protocol.handshake import (
     reject_response,
 )
 from .connection import ProtocolBase, WebSocket, _next_id, set_nodelay
+from .listener import Listener
 
 __all__ = ["serve", "Server", "ServerError", "ConnectionInfo", "ErrorChannel"]
 
@@ -116,6 +117,7 @@ class _Options:
         self.__dict__.update(kwargs)
 
     handler: Handler
+    listener: type[Listener] | None
     subprotocols: Sequence[str] | None
     select_subprotocol: SelectSubprotocol | None
     origins: Sequence[str | None] | None
@@ -361,7 +363,7 @@ class _ServerProtocol(ProtocolBase):
             return
         finally:
             self._cancel_timer()
-        if ws is not None:
+        if ws is not None and self.opts.listener is None:
             await self._run_handler(ws)
 
     def _info(self) -> ConnectionInfo:
@@ -511,6 +513,8 @@ class _ServerProtocol(ProtocolBase):
         )
         self.ws = ws
         ws.logger.debug("connection open: %s", request.path)  # not the query: it may hold tokens
+        if opts.listener is not None:
+            self._start_listener(ws, opts.listener)
         if self._inbuf:
             rest, self._inbuf = self._inbuf, bytearray()
             ws._feed(memoryview(rest))
@@ -532,6 +536,24 @@ class _ServerProtocol(ProtocolBase):
             if name in offered:
                 return name
         return None
+
+    def _start_listener(self, ws: WebSocket, cls: type[Listener]) -> None:
+        """The callback API: attach a new listener before any message is fed."""
+        server = self.server
+        info = self._info()
+        ws._report_error = lambda exc: server._report(exc, info)
+        server.connections.add(ws)
+        ws._lost_fut.add_done_callback(lambda _: server.connections.discard(ws))
+        try:
+            listener = cls()
+        except Exception as exc:
+            ws.logger.error("listener %s() failed: %r", cls.__name__, exc, exc_info=True)
+            server._report(exc, info)
+            ws.close_nowait(1011, "internal error")
+            return
+        listener.ws = ws
+        ws._listener = listener
+        ws._call_listener(listener.on_open)
 
     async def _run_handler(self, ws: WebSocket) -> None:
         server = self.server
@@ -674,7 +696,7 @@ class _Serve:
 
 
 def serve(
-    handler: Handler,
+    handler: Handler | type[Listener],
     host: str | Sequence[str] | None = None,
     port: int | None = None,
     *,
@@ -707,7 +729,9 @@ def serve(
     Use ``async with serve(handler, "127.0.0.1", 8000) as server:`` or
     ``server = await serve(...)``. Returning from the handler closes the
     connection with 1000; an exception closes it with 1011 and goes to
-    ``server.errors`` and the ``wsline`` logger.
+    ``server.errors`` and the ``wsline`` logger. A :class:`~wsline.Listener`
+    subclass in place of ``handler`` selects the callback API (one instance
+    per connection, no task, no await per message).
 
     - ``subprotocols``: names in this server's order of preference; the first
       one the client offered is chosen (``select_subprotocol(request, offered)``
@@ -731,13 +755,15 @@ def serve(
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
     if ping_interval is not None and ping_interval <= 0:
         raise ValueError("ping_interval must be positive or None")
+    listener = handler if isinstance(handler, type) and issubclass(handler, Listener) else None
     # A router (wsline.http.Router) brings its HTTP routes and WebSocket paths.
-    if http_handler is None:
+    if http_handler is None and listener is None:
         http_handler = getattr(handler, "handle_http", None)
-    check_upgrade = getattr(handler, "check_upgrade", None)
+    check_upgrade = getattr(handler, "check_upgrade", None) if listener is None else None
     deflate_config = (deflate or pmd.DEFAULT_SERVER_CONFIG) if compression == "deflate" else None
     opts = _Options(
         handler=handler,
+        listener=listener,
         subprotocols=subprotocols,
         select_subprotocol=select_subprotocol,
         origins=origins,
