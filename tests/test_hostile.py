@@ -369,11 +369,6 @@ async def test_keep_alive_request_stream_then_stall_is_408(start_server, raw_cli
     assert_no_leaks(loop_errors, caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the HTTP request loop keeps reading pipelined requests while its writes back up, "
-    "so responses pile up in the transport without bound",
-)
 async def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(
     start_server, raw_client, loop_errors, caplog
 ):
@@ -589,11 +584,6 @@ async def test_fragments_are_released_once_the_message_is_delivered(
     assert_no_leaks(loop_errors, caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: every received fragment is kept as its own bytes/str object in Connection._chunks "
-    "(~40 bytes of overhead per 1-byte fragment), so a max_size message can cost ~40x max_size",
-)
 @pytest.mark.parametrize("kind", ["binary", "text"])
 async def test_memory_per_buffered_fragment_is_bounded(start_server, raw_client, loop_errors, caplog, kind):
     """A message made of 1-byte fragments must cost about its size, not a Python object per fragment."""
@@ -625,11 +615,6 @@ async def watch_buffer(transport: Any, stop: asyncio.Event, samples: list[int]) 
         await asyncio.sleep(0.005)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pongs are written however full the transport is; reading never pauses while the "
-    "write side is paused, so a client that pings and never reads grows the server's buffer without bound",
-)
 async def test_ping_flood_from_a_client_that_never_reads_is_bounded(
     start_server, raw_client, loop_errors, caplog
 ):
@@ -658,11 +643,6 @@ async def test_ping_flood_from_a_client_that_never_reads_is_bounded(
     assert_no_leaks(loop_errors, caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the client side answers a ping flood the same way: pongs pile up without bound "
-    "when the server never reads",
-)
 async def test_ping_flood_from_a_server_that_never_reads_is_bounded(raw_server, loop_errors, caplog):
     result: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
 

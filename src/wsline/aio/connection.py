@@ -156,6 +156,7 @@ class WebSocket(ConnectionStatus):
         self._wbuf_size = 0
         self._cork_limit = max(1, min(write_limit, 1 << 16))
         self._eager = True  # the next frame may be written at once (see _write)
+        self._held_pong: bytes | None = None  # see _hold_pongs
         #: The callback API's listener (wsline.Listener), if the server runs one.
         self._listener: Listener | None = None
         self._report_error: Callable[[BaseException], None] | None = None
@@ -197,7 +198,10 @@ class WebSocket(ConnectionStatus):
         # One message in: its reply may go out at once. More: cork the replies.
         self._eager = len(events) < 2
         if core.outbox:
-            self._write(b"".join(core.data_to_send()))
+            if self._write_paused:
+                self._hold_pongs(core)
+            else:
+                self._write(b"".join(core.data_to_send()))
         if _debug_enabled(DEBUG):
             self._trace_events(events)
         for event in events:
@@ -221,6 +225,21 @@ class WebSocket(ConnectionStatus):
                     )
                 else:
                     self._close_handle = self._loop.call_soon(self._send_pending_close)
+
+    def _hold_pongs(self, core: Connection) -> None:
+        """While the peer does not read, answer only its latest ping (RFC 6455 5.5.3 allows it).
+
+        A ping flood from a peer that never reads would otherwise pile up pongs
+        without bound; the held pong goes out when writing resumes.
+        """
+        out = []
+        for frame in core.data_to_send():
+            if frame[0] == 0x8A:  # a pong (FIN + opcode 0xA)
+                self._held_pong = frame
+            else:
+                out.append(frame)
+        if out:
+            self._write(b"".join(out))
 
     def _send_pending_close(self) -> None:
         """Answer the peer's close frame, or fail the connection after a protocol error."""
@@ -346,6 +365,11 @@ class WebSocket(ConnectionStatus):
 
     def _resume_writing(self) -> None:
         self._write_paused = False
+        pong = self._held_pong
+        if pong is not None:
+            self._held_pong = None
+            if not self._lost and self._core.close_sent is None:
+                self._write(pong)
         waiters = self._drain_waiters
         self._drain_waiters = []
         for fut in waiters:

@@ -155,6 +155,7 @@ class _ServerProtocol(ProtocolBase):
         self._task: asyncio.Task[None] | None = None
         self._lost = False
         self._eof = False
+        self._http_paused = False  # the peer does not read our HTTP responses
         self._loop: asyncio.AbstractEventLoop = server._loop
         self._client_ip: str | None = None
         self.request: Request | None = None
@@ -202,6 +203,19 @@ class _ServerProtocol(ProtocolBase):
         if len(inbuf) > self.opts.max_header_size + 65536 and self.transport is not None:
             self.transport.pause_reading()  # _wait_data resumes when more is needed
         self._wake()
+
+    def pause_writing(self) -> None:
+        if self.ws is not None:
+            self.ws._pause_writing()
+        else:
+            self._http_paused = True
+
+    def resume_writing(self) -> None:
+        if self.ws is not None:
+            self.ws._resume_writing()
+        else:
+            self._http_paused = False
+            self._wake()
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -266,6 +280,13 @@ class _ServerProtocol(ProtocolBase):
             raise _Disconnected
         assert self.transport is not None
         self.transport.resume_reading()
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = waiter
+        await waiter
+
+    async def _wait_drain(self) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
         await waiter
@@ -405,6 +426,12 @@ class _ServerProtocol(ProtocolBase):
             self._write_response(response, self.request, keep_alive)
             if not keep_alive:
                 self.transport.close()
+                return None
+            # A client that sends requests but does not read the answers gets
+            # no more answers (nor reads) until it catches up.
+            while self._http_paused and not self._lost:
+                await self._wait_drain()
+            if self._lost:
                 return None
             first = False
 

@@ -53,6 +53,9 @@ BytesLike = Union[bytes, bytearray, memoryview]
 #: Payloads from this size on are written apart from their header (no copy).
 SPLIT_SIZE = 1 << 16
 
+#: Received pieces of a message below this size are gathered in one buffer.
+_SMALL_PIECE = 4096
+
 
 class State(IntEnum):
     """Connection states (RFC 6455 4, 7)."""
@@ -169,7 +172,7 @@ class Connection:
         self._msg_op = 0  # 0: none; 1 text; 2 binary
         self._msg_compressed = False
         self._msg_size = 0
-        self._chunks: list[object] = []
+        self._chunks: list[bytes | bytearray] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         self._stopped = False  # no more input is parsed (close received or failed)
 
@@ -379,21 +382,31 @@ class Connection:
             self._msg_size += len(piece)
         decoder = self._decoder
         if decoder is not None:
+            # UTF-8 is checked as it comes (fail fast, RFC 6455 8.1); the text
+            # itself is decoded once, from the bytes, when the message ends.
             try:
-                text = decoder.decode(piece, last)
+                decoder.decode(piece, last)
             except UnicodeDecodeError:
                 raise InvalidPayload("invalid UTF-8 in a text message") from None
-            if text:
-                self._chunks.append(text)
-        elif piece:
-            self._chunks.append(piece)
+        if not piece:
+            return
+        chunks = self._chunks
+        if len(piece) >= _SMALL_PIECE:
+            chunks.append(piece)
+        elif chunks and type(chunks[-1]) is bytearray:
+            # Small pieces (a trickle of tiny fragments) share one buffer:
+            # a byte costs a byte, not a Python object.
+            chunks[-1] += piece
+        else:
+            chunks.append(bytearray(piece))
 
     def _finish_message(self, events: list[Event]) -> None:
         chunks = self._chunks
+        data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
         if self._msg_op == 1:
-            events.append(chunks[0] if len(chunks) == 1 else "".join(chunks))  # type: ignore[arg-type]
+            events.append(data.decode("utf-8"))  # checked already, piece by piece
         else:
-            events.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))  # type: ignore[arg-type]
+            events.append(data)
         self._msg_op = 0
         self._chunks = []
         self._decoder = None
