@@ -131,19 +131,21 @@ class Impl:
 
     @property
     def is_wsline(self) -> bool:
-        return self.library == "wsline"
+        return self.library.startswith("wsline")
 
     @property
     def is_peer(self) -> bool:
-        return self.library not in ("wsline", "c")
+        return not self.is_wsline and self.library != "c"
 
 
+CALLBACKS_NOTE = "wsline's callback API (`wsline.Listener`: no task, no await per message); server only"
 PURE_NOTE = "the pure-Python path (WSLINE_NO_EXTENSIONS=1): wsline without its C extension"
 
 SERVER_IMPLS = [
     Impl("wsline", "wsline", "asyncio"),
     Impl("wsline uvloop", "wsline", "uvloop"),
     Impl("wsline pure", "wsline", "asyncio", note=PURE_NOTE, env=(("WSLINE_NO_EXTENSIONS", "1"),)),
+    Impl("wsline callbacks", "wsline-callbacks", "asyncio", note=CALLBACKS_NOTE),
     Impl("websockets", "websockets", "asyncio"),
     Impl("websockets uvloop", "websockets", "uvloop"),
     Impl("aiohttp", "aiohttp", "asyncio"),
@@ -152,7 +154,7 @@ SERVER_IMPLS = [
     Impl("picows uvloop", "picows", "uvloop"),
     Impl("C reference", "c", "epoll", note="the load generator's own server (ceiling, not a peer)"),
 ]
-CLIENT_IMPLS = [i for i in SERVER_IMPLS if i.library != "c"]
+CLIENT_IMPLS = [i for i in SERVER_IMPLS if i.library not in ("c", "wsline-callbacks")]
 
 
 @dataclass(frozen=True)
@@ -786,6 +788,8 @@ def plot(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat]) -> list[
     impl_by_name = {i["name"]: i for i in data["impls"]}
     colors = {
         "wsline": "#d62728",
+        "wsline-callbacks": "#ff7f0e",
+        "wsline pure": "#f2a5a5",
         "websockets": "#1f77b4",
         "aiohttp": "#2ca02c",
         "picows": "#9467bd",
@@ -810,7 +814,7 @@ def plot(data: dict[str, Any], stats: dict[tuple[str, str, str], Stat]) -> list[
                 los.append(m - st.lo if st is not None and st.n else 0.0)
                 his.append(st.hi - m if st is not None and st.n else 0.0)
                 lib = impl_by_name[n]["library"]
-                cs.append(colors.get(lib, "#333333"))
+                cs.append(colors.get(n, colors.get(lib, "#333333")))
                 hatches.append("//" if impl_by_name[n]["loop"] == "uvloop" else "")
             x = range(len(names))
             bars = ax.bar(x, meds, yerr=[los, his], color=cs, capsize=3, edgecolor="black", linewidth=0.5)

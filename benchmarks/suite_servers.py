@@ -102,6 +102,46 @@ async def run_wsline(port: int) -> None:
         await wait_for_stop()
 
 
+async def run_wsline_callbacks(port: int) -> None:
+    """wsline's callback API (wsline.Listener): no task and no await per message."""
+    import wsline
+
+    subs: set[wsline.WebSocket] = set()
+
+    class Echo(wsline.Listener):
+        def on_open(self) -> None:
+            path = self.ws.request.path
+            if path == "/sub":
+                subs.add(self.ws)
+            self.publisher = path == "/pub"
+
+        def on_message(self, message: wsline.Data) -> None:
+            if self.publisher:
+                for sub in tuple(subs):
+                    try:
+                        sub.send_nowait(message)
+                    except wsline.ConnectionClosed:
+                        pass
+            else:
+                self.ws.send_nowait(message)
+
+        def on_close(self, exc: wsline.ConnectionClosed) -> None:
+            subs.discard(self.ws)
+
+    async with wsline.serve(
+        Echo,
+        HOST,
+        port,
+        compression=None,
+        ping_interval=None,
+        ping_timeout=None,
+        max_size=None,
+        backlog=BACKLOG,
+    ) as server:
+        announce(server.port)
+        await wait_for_stop()
+
+
 # -------------------------------------------------------------- websockets
 
 
@@ -263,6 +303,7 @@ RUNNERS = {
     "websockets": run_websockets,
     "aiohttp": run_aiohttp,
     "picows": run_picows,
+    "wsline-callbacks": run_wsline_callbacks,
 }
 
 
