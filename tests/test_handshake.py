@@ -741,3 +741,244 @@ def test_check_response_invalid_subprotocol_token() -> None:
     response = parse_response(response_head([*GOOD_RESPONSE, "Sec-WebSocket-Protocol: ch@t"]))
     with pytest.raises(NegotiationError):
         check_response(response, KEY, ["ch@t"])
+
+
+# ------------------------------------------------------------------ request targets (RFC 9112 3.2)
+
+
+def request_target(target: bytes, method: bytes = b"GET") -> str:
+    """The target parse_request gives for a request line with ``target``."""
+    return parse_request(method + b" " + target + b" HTTP/1.1\r\nHost: h").target
+
+
+def target_rejection(target: bytes, method: bytes = b"GET") -> HandshakeRejected:
+    with pytest.raises(HandshakeRejected) as info:
+        request_target(target, method)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://[/", b"http://[::1/x", b"http://[v1.x]/", b"http://[::g]/", b"ws://]/", b"http://h]/"]
+)
+def test_absolute_form_target_with_a_bad_authority_is_a_400(target: bytes) -> None:
+    # Bug 1: urlsplit's ValueError ("Invalid IPv6 URL") got out of parse_request.
+    assert target_rejection(target).status == 400
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://", b"http:///x", b"http://:80/x", b"http://u@h/", b"http://u:p@h/", b"http://h h/"]
+)
+def test_absolute_form_target_needs_a_host_and_no_user_info(target: bytes) -> None:
+    assert target_rejection(target).status == 400
+
+
+@pytest.mark.parametrize("target", [b"//x://y", b"/a?u=http://h/", b"/http://h/x", b"//h/p"])
+def test_origin_form_target_is_kept_whatever_it_holds(target: bytes) -> None:
+    # Bug 2: "//x://y" was taken for absolute-form and became "//y".
+    assert request_target(target) == target.decode()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"http://h/chat?x=1", "/chat?x=1"),
+        (b"HTTPS://h:8443/a%20b?q=%2F", "/a%20b?q=%2F"),
+        (b"ws://[::1]:80//double//slash?a://b", "//double//slash?a://b"),
+        (b"wss://127.0.0.1", "/"),
+        (b"http://h?x=1", "/?x=1"),
+        (b"http://h:/p", "/p"),
+        (b"http://xn--bcher-kva.example/%C3%A9", "/%C3%A9"),
+    ],
+)
+def test_absolute_form_target_keeps_path_and_query_exactly(target: bytes, expected: str) -> None:
+    assert request_target(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target", [b"-x?y=://", b"x://y", b"ftp://h/", b"file:///etc/passwd", b"1http://h/", b"h:443", b"?x=://"]
+)
+def test_target_neither_origin_nor_absolute_form_is_a_400(target: bytes) -> None:
+    # Bug 3: any target holding "://" was accepted ("-x?y=://" as it was).
+    assert target_rejection(target).status == 400
+
+
+def test_asterisk_form_only_for_options() -> None:
+    assert request_target(b"*", b"OPTIONS") == "*"
+    for method in (b"GET", b"POST", b"CONNECT"):
+        assert target_rejection(b"*", method).status == 400
+    for target in (b"**", b"*/x", b"*?x"):
+        assert target_rejection(target, b"OPTIONS").status == 400
+    assert request_target(b"/*") == "/*"
+
+
+def test_authority_form_connect_is_refused() -> None:
+    # CONNECT is for proxies; the status stays 400, as for any target parse_request refuses.
+    rejection = target_rejection(b"example.com:443", b"CONNECT")
+    assert rejection.status == 400
+    assert "CONNECT" in rejection.reason
+    assert target_rejection(b"[::1]:443", b"CONNECT").status == 400
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/a\x00b\x01",
+        b"/a\x00",
+        b"/\x1b[2J",
+        b"/a\x7fb",
+        b"/a\x0bb",
+        b"/a\x0cb",
+        b"/x?\x01",
+        b"/a#b",
+        b"/\xc3\xa9",
+    ],
+)
+def test_control_characters_in_target_are_a_400(target: bytes) -> None:
+    # Bug 4: NUL and other control characters were accepted in the target.
+    assert target_rejection(target).status == 400
+
+
+def test_target_characters_clients_send_unescaped_are_accepted() -> None:
+    # Browsers leave these as they are in a query (WHATWG URL), other clients in a path too.
+    target = '/a|b^c[d]e\\f/x?q={1}&r=`a`&s="<b>"&t=%zz&u=%41&v=!$\'()*+,;=:@~'
+    assert request_target(target.encode("ascii")) == target
+
+
+# ------------------------------------------------------------------ URIs: hosts, paths and queries
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "ws:// h/",
+        "ws://h /",
+        "ws://a b/",
+        "ws://h\x00/",
+        "ws://h\x7f/",
+        "ws://h%41/",
+        "ws://h%20/",
+        'ws://h"/',
+        "ws://h<>/",
+        "ws://h{x}/",
+        "ws://h\\x/",
+    ],
+)
+def test_parse_uri_rejects_invalid_host_characters(uri: str) -> None:
+    # Bug 5: "ws:// h/" gave the host " h", and the Host header " h", which the server reads as "h".
+    with pytest.raises(InvalidURI):
+        parse_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri", ["ws://[v1.x]/", "ws://[fe80::1%25eth0]/", "ws://[1.2.3.4]/", "ws://[::1::2]/", "ws://[h]/"]
+)
+def test_parse_uri_rejects_invalid_ip_literals(uri: str) -> None:
+    with pytest.raises(InvalidURI):
+        parse_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "host", "host_header"),
+    [
+        ("ws://[::1]/", "::1", "[::1]"),
+        ("ws://[::FFFF:1.2.3.4]:81/", "::ffff:1.2.3.4", "[::ffff:1.2.3.4]:81"),
+        ("ws://a_b.example-1.com/", "a_b.example-1.com", "a_b.example-1.com"),
+        ("ws://EXAMPLE.com/", "example.com", "example.com"),
+        ("wss://10.0.0.1:8443/", "10.0.0.1", "10.0.0.1:8443"),
+    ],
+)
+def test_parse_uri_valid_hosts(uri: str, host: str, host_header: str) -> None:
+    parsed = parse_uri(uri)
+    assert parsed.host == host
+    assert parsed.host_header == host_header
+    request = parse_built_request(build_request(parsed, KEY))
+    assert request.host == host_header
+
+
+def test_parse_uri_international_host_is_idna_encoded() -> None:
+    # The idna codec, as the socket functions use it: the Host header names the host connected to.
+    uri = parse_uri("wss://B\u00fccher.example:8443/")
+    assert uri.host == "xn--bcher-kva.example"
+    assert uri.host_header == "xn--bcher-kva.example:8443"
+    assert parse_built_request(build_request(uri, KEY)).host == "xn--bcher-kva.example:8443"
+    assert parse_uri("ws://\u4f8b\u3048.\u30c6\u30b9\u30c8/").host == "xn--r8jz45g.xn--zckzah"
+    assert parse_uri("ws://xn--bcher-kva.example/").host == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "ws://stra\u00dfe.de/",  # IDNA 2003 gives strasse.de, IDNA 2008 (browsers) xn--strae-oqa.de
+        "ws://\u03c3\u03bf\u03c6\u03af\u03b1\u03c2.gr/",  # final sigma
+        "ws://a\u200db.example/",
+        "ws://" + "\u00e9" * 70 + ".example/",  # a label over 63 bytes
+        "ws://\u00e9..example/",  # an empty label
+    ],
+)
+def test_parse_uri_rejects_ambiguous_or_invalid_international_hosts(uri: str) -> None:
+    with pytest.raises(InvalidURI):
+        parse_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "resource", "path"),
+    [
+        ("ws://h/a b", "/a%20b", "/a b"),
+        ("ws://h/a b?q=c d", "/a%20b?q=c%20d", "/a b"),
+        ("ws://h/\u00e9", "/%C3%A9", "/\u00e9"),
+        ("ws://h/\u20ac/\U0001f600?x=\u00e9", "/%E2%82%AC/%F0%9F%98%80?x=%C3%A9", "/\u20ac/\U0001f600"),
+        ("ws://h/a\x00b\x7fc", "/a%00b%7Fc", "/a\x00b\x7fc"),
+        ('ws://h/"<>`{}?q="<>`{}|', "/%22%3C%3E%60%7B%7D?q=%22%3C%3E`{}|", '/"<>`{}'),
+        ("ws://h/%20%zz%", "/%20%zz%", "/ %zz%"),
+        ("ws://h/p%C3%A9?x=%41", "/p%C3%A9?x=%41", "/p\u00e9"),
+        ("ws://h/|^[]\\!$&'()*+,;=:@~", "/|^[]\\!$&'()*+,;=:@~", "/|^[]\\!$&'()*+,;=:@~"),
+    ],
+)
+def test_parse_uri_percent_encodes_what_a_request_line_cannot_carry(
+    uri: str, resource: str, path: str
+) -> None:
+    # Bugs 6 and 7: "/a b" made the request line "GET /a b HTTP/1.1", which the server
+    # refuses, and "/é" made build_request raise UnicodeEncodeError.
+    parsed = parse_uri(uri)
+    assert parsed.resource == resource
+    assert parse_uri(f"ws://h{resource}").resource == resource  # encoding twice changes nothing
+    data = build_request(parsed, KEY)
+    assert data.startswith(f"GET {resource} HTTP/1.1\r\n".encode("ascii"))
+    request = parse_built_request(data)
+    assert request.target == resource
+    assert request.path == path
+    assert check_request(request) == KEY
+
+
+def test_parse_uri_encoded_query_decodes_to_the_original() -> None:
+    uri = parse_uri("ws://h/chat?room=caf\u00e9 cr\u00e8me&n=1")
+    request = parse_built_request(build_request(uri, KEY))
+    assert request.query == {"room": "caf\u00e9 cr\u00e8me", "n": "1"}
+
+
+def test_build_request_encodes_a_hand_made_resource() -> None:
+    # A WSURI made without parse_uri gets the same encoding on the wire.
+    uri = WSURI(False, "h", 80, "/a b/\u00e9?q=#1")
+    data = build_request(uri, KEY)
+    assert data.startswith(b"GET /a%20b/%C3%A9?q=%231 HTTP/1.1\r\n")
+    request = parse_built_request(data)
+    assert request.path == "/a b/\u00e9"
+    assert request.query == {"q": "#1"}
+
+
+def test_parse_uri_rejects_lone_surrogates() -> None:
+    # Not encodable as UTF-8: build_request could not send them.
+    with pytest.raises(InvalidURI):
+        parse_uri("ws://h/\ud800")
+    with pytest.raises(InvalidURI):
+        parse_uri("ws://h/?q=\udfff")
+    with pytest.raises(InvalidURI):
+        parse_uri("ws://\ud800:p@h/")
+
+
+def test_parse_uri_user_info_with_non_ascii_still_works() -> None:
+    uri = parse_uri("ws://al%C3%AFce:p\u00e4ss@h/")
+    assert uri.user_info == ("al\u00efce", "p\u00e4ss")
+    request = parse_built_request(build_request(uri, KEY))
+    expected = "Basic " + base64.b64encode("al\u00efce:p\u00e4ss".encode()).decode()
+    assert request.headers["Authorization"] == expected

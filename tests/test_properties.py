@@ -16,6 +16,7 @@ import tracemalloc
 import zlib
 from dataclasses import dataclass
 from itertools import pairwise
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -733,9 +734,14 @@ def test_arbitrary_request_heads_are_rejected_with_a_status(head: bytes) -> None
 
 @budget()
 @given(
-    method=st.one_of(st.just("GET"), tokens),
+    method=st.one_of(st.sampled_from(["GET", "OPTIONS", "CONNECT"]), tokens),
     target=st.one_of(
-        resources, st.just("*"), st.builds(lambda h, r: f"http://{h}{r}", hosts, resources), tokens
+        resources,
+        st.sampled_from(["*", "h:443", "[::1]:80", "ftp://h/", "http://u@h/", "//x://y", "/a#b"]),
+        st.builds(
+            lambda s, h, r: f"{s}://{h}{r}", st.sampled_from(["http", "HTTPS", "ws", "x"]), hosts, resources
+        ),
+        tokens,
     ),
     version=st.sampled_from(["1.1", "1.0", "2.0", "1.2", "0.9"]),
     headers=st.lists(
@@ -780,6 +786,10 @@ def check_request_head(head: bytes) -> None:
     except HandshakeRejected as exc:
         assert exc.status in (400, 431, 505), exc
         return
+    # Origin-form (visible ASCII but "#"), or "*" for OPTIONS only (RFC 9112 3.2).
+    target = request.target
+    assert target == "*" or (target.startswith("/") and all("!" <= c <= "~" and c != "#" for c in target))
+    assert target != "*" or request.method == "OPTIONS"
     try:
         key = hs.check_request(request)
     except HandshakeRejected as exc:
@@ -894,6 +904,38 @@ def test_parse_uri_raises_only_invalid_uri(text: str) -> None:
 
 
 @budget()
+@given(
+    scheme=st.sampled_from(["ws", "wss", "WSS"]),
+    user=st.one_of(st.none(), st.text(alphabet="ab:%\u00e9 ", max_size=4)),
+    host=st.one_of(hosts, st.text(max_size=8), st.text(alphabet="abc.-[]:\u00fc\u00df ", max_size=8)),
+    port=st.one_of(st.just(""), st.integers(0, 70000).map(lambda p: f":{p}"), st.sampled_from([":", ":x"])),
+    rest=st.one_of(
+        st.text(max_size=30).map(lambda t: "/" + t),
+        st.text(alphabet='/?#%aC3 \u00e9\x00\x7f"<>`{}|^[]\\', max_size=20),
+    ),
+)
+def test_every_accepted_uri_gives_a_request_the_server_accepts(
+    scheme: str, user: str | None, host: str, port: str, rest: str
+) -> None:
+    """parse_uri -> build_request -> parse_request/check_request: the same resource, path and Host."""
+    text = f"{scheme}://{'' if user is None else user + '@'}{host}{port}{rest}"
+    try:
+        uri = hs.parse_uri(text)
+    except InvalidURI:
+        return
+    assert uri.resource.startswith("/") and uri.host and 0 <= uri.port <= 65535
+    assert all("!" <= c <= "~" and c != "#" for c in uri.resource + uri.host), uri
+    head, sep, body = hs.build_request(uri, KEY).partition(b"\r\n\r\n")
+    assert sep and not body
+    request = hs.parse_request(head)
+    assert request.target == uri.resource
+    assert request.host == uri.host_header
+    assert hs.check_request(request) == KEY
+    # The server reads the path the URI names (percent-decoded, as UTF-8).
+    assert request.path == unquote(urlsplit(text).path or "/")
+
+
+@budget()
 @given(data=st.binary(max_size=200))
 def test_decode_chunked_never_raises(data: bytes) -> None:
     whole = hs.decode_chunked(data)
@@ -915,63 +957,53 @@ def test_decode_chunked_round_trip(chunks: list[bytes], ext: str) -> None:
         assert part is not None and b"".join(chunks).startswith(part)
 
 
-# --------------------------------------------------------------- known bugs
+# ------------------------------------------------------------- fixed bugs
+# Minimal reproducers of bugs the properties found, kept as regression tests.
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_request lets urlsplit's ValueError out instead of a 400")
 def test_bug_absolute_form_target_with_bad_netloc() -> None:
+    # urlsplit's ValueError used to get out of parse_request.
     with pytest.raises(HandshakeRejected) as info:
         hs.parse_request(b"GET http://[/ HTTP/1.1\r\nHost: x")
     assert info.value.status == 400
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: an origin-form target starting with // and holding :// is rewritten"
-)
 def test_bug_origin_form_target_is_taken_for_absolute_form() -> None:
     # A path is origin-form whatever it contains; only scheme "://" starts absolute-form.
     request = hs.parse_request(b"GET //x://y HTTP/1.1\r\nHost: h")
-    assert request.target == "//x://y"  # wsline gives "//y"
+    assert request.target == "//x://y"  # was rewritten to "//y"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a target with :// anywhere is taken for absolute-form")
 def test_bug_target_neither_origin_nor_absolute_form_is_accepted() -> None:
     with pytest.raises(HandshakeRejected) as info:
-        hs.parse_request(b"GET -x?y=:// HTTP/1.1\r\nHost: h")  # accepted, target "-x?y=://"
+        hs.parse_request(b"GET -x?y=:// HTTP/1.1\r\nHost: h")  # was accepted, target "-x?y=://"
     assert info.value.status == 400
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: control characters (NUL included) are accepted in the request target"
-)
 def test_bug_control_characters_in_request_target() -> None:
     with pytest.raises(HandshakeRejected) as info:
-        hs.parse_request(b"GET /a\x00b\x01 HTTP/1.1\r\nHost: h")  # accepted, target "/a\x00b\x01"
+        hs.parse_request(b"GET /a\x00b\x01 HTTP/1.1\r\nHost: h")  # was accepted, target "/a\x00b\x01"
     assert info.value.status == 400
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_uri accepts a host with a space; the Host header differs")
 def test_bug_uri_with_a_space_in_the_host() -> None:
     with pytest.raises(InvalidURI):
-        hs.parse_uri("ws:// h/")  # accepted: host " h", Host header " h", which the server reads as "h"
+        hs.parse_uri("ws:// h/")  # was accepted: host " h", Host header " h", which the server reads as "h"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: parse_uri accepts a URI whose request line build_request garbles"
-)
 def test_bug_uri_with_a_space_gives_a_malformed_request() -> None:
-    uri = hs.parse_uri("ws://h/a b")  # accepted (resource "/a b")
+    uri = hs.parse_uri("ws://h/a b")  # the resource was "/a b", now "/a%20b"
     head = hs.build_request(uri, KEY).partition(b"\r\n\r\n")[0]
-    hs.parse_request(head)  # HandshakeRejected(400): "GET /a b HTTP/1.1"
+    assert hs.parse_request(head).path == "/a b"  # was HandshakeRejected(400): "GET /a b HTTP/1.1"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: build_request raises UnicodeEncodeError for a URI parse_uri accepts"
-)
 def test_bug_uri_with_non_ascii_path() -> None:
-    uri = hs.parse_uri("ws://h/\u00e9")  # accepted (resource "/é")
-    head = hs.build_request(uri, KEY).partition(b"\r\n\r\n")[0]  # UnicodeEncodeError
+    uri = hs.parse_uri("ws://h/\u00e9")  # the resource was "/é", now "/%C3%A9"
+    head = hs.build_request(uri, KEY).partition(b"\r\n\r\n")[0]  # was UnicodeEncodeError
     assert hs.parse_request(head).path == "/\u00e9"
+
+
+# --------------------------------------------------------------- known bugs
 
 
 @pytest.mark.xfail(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -65,6 +66,24 @@ _TOKEN_S = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?")
+
+# Request targets (RFC 9112 3.2). The characters are checked liberally: any
+# visible ASCII character but "#" (clients send "|", "{", "^" and the like
+# unescaped); controls, space, DEL and non-ASCII bytes are refused.
+_TARGET_BAD = re.compile(r"[^\x21\x22\x24-\x7e]")
+#: The scheme and "://" that start an absolute-form target (RFC 3986 3.1).
+_ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*)://")
+_ABSOLUTE_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+#: The authority of an absolute-form target: an IP literal or a reg-name, and a port.
+_AUTHORITY = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9\-._~!$&'()*+,;=%]+))(?::[0-9]*)?")
+#: A host in a ws:// URI once IDNA-encoded: RFC 3986 reg-name characters, no "%".
+_URI_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]+")
+_IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")  # UTS 46 deviation characters
+# What build_request percent-encodes (the WHATWG URL path and query
+# percent-encode sets, plus "#"): controls, space, DEL, non-ASCII and a few
+# delimiters. Everything else is kept, "%" and existing %XX escapes included.
+_PATH_UNSAFE = re.compile(r"[^\x21\x24-\x3b\x3d\x3f-\x5f\x61-\x7a\x7c\x7e]")
+_QUERY_UNSAFE = re.compile(r"[^\x21\x24-\x3b\x3d\x3f-\x7e]")
 
 
 class Headers:
@@ -252,8 +271,61 @@ class WSURI:
         return f"{host}:{self.port}"
 
 
+def _percent_encode(text: str, unsafe: re.Pattern[str]) -> str:
+    """``text`` with each ``unsafe`` character percent-encoded as UTF-8 bytes."""
+    try:
+        return unsafe.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), text)
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidURI(f"{text!r} is not valid Unicode") from None
+
+
+def _encode_resource(resource: str) -> str:
+    """A resource as a request line may carry it, as browsers send it.
+
+    Space, controls, DEL, non-ASCII characters (as UTF-8) and ``"#<>`{}`` in
+    the path, ``"#<>`` in the query, are percent-encoded; "%" is kept as it
+    is, so an encoded resource is left unchanged.
+    """
+    path, sep, query = resource.partition("?")
+    return _percent_encode(path, _PATH_UNSAFE) + sep + _percent_encode(query, _QUERY_UNSAFE)
+
+
+def _uri_host(uri: str, netloc: str, host: str) -> str:
+    """The host of a URI, checked (and IDNA-encoded if it is not ASCII)."""
+    if netloc.rpartition("@")[2].startswith("["):
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            address = None
+        if address is None or "%" in host:  # also an IPvFuture, or a zone ID
+            raise InvalidURI(f"{uri!r} has an invalid IPv6 address [{host}]")
+        return host
+    if not host.isascii():
+        # Python's idna codec (IDNA 2003) is what the socket functions use for
+        # such a name: encoding it here, the Host header names the host
+        # connected to. The four characters IDNA 2003 maps away but IDNA 2008
+        # (browsers) keeps would name another host than a browser does.
+        if any(c in _IDNA_DEVIATIONS for c in host):
+            raise InvalidURI(
+                f"{uri!r} has a host name that IDNA 2003 and 2008 encode differently; "
+                "give its xn-- (punycode) form"
+            )
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURI(f"{uri!r} has an invalid international host name: {exc}") from None
+    if not _URI_HOST.fullmatch(host):
+        raise InvalidURI(f"{uri!r} has an invalid host {host!r}")
+    return host
+
+
 def parse_uri(uri: str) -> WSURI:
-    """Parse a WebSocket URI; raises :class:`InvalidURI` with the reason."""
+    """Parse a WebSocket URI; raises :class:`InvalidURI` with the reason.
+
+    A non-ASCII host name is IDNA-encoded; the path and query are
+    percent-encoded where a request line may not carry them as they are
+    (``ws://h/a b`` has the resource ``/a%20b``, ``ws://h/é`` ``/%C3%A9``).
+    """
     try:
         parts = urlsplit(uri)
         port_value = parts.port
@@ -265,15 +337,21 @@ def parse_uri(uri: str) -> WSURI:
         raise InvalidURI(f"{uri!r} has no host")
     if parts.fragment:
         raise InvalidURI(f"{uri!r} has a fragment (#...); WebSocket URIs may not (use %23)")
+    host = _uri_host(uri, parts.netloc, parts.hostname)
     secure = parts.scheme == "wss"
     port = port_value if port_value is not None else (443 if secure else 80)
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
+    resource = _encode_resource(resource)
     user_info = None
     if parts.username is not None:
         user_info = (unquote(parts.username), unquote(parts.password or ""))
-    return WSURI(secure, parts.hostname, port, resource, user_info)
+        try:
+            ":".join(user_info).encode("utf-8")  # as build_request encodes it
+        except UnicodeEncodeError:  # a lone surrogate
+            raise InvalidURI(f"{uri!r} has an invalid user name or password") from None
+    return WSURI(secure, host, port, resource, user_info)
 
 
 # ---------------------------------------------------------------- HTTP parsing
@@ -316,13 +394,54 @@ def parse_request(head: bytes, max_headers: int = 128) -> Request:
         target_s = target.decode("ascii")
     except UnicodeDecodeError:
         raise HandshakeRejected(400, "non-ASCII request target") from None
-    if not (target_s.startswith("/") or target_s == "*" or "://" in target_s):
-        raise HandshakeRejected(400, f"invalid request target {target_s[:80]!r}")
-    if "://" in target_s:  # absolute-form: keep only the path and query
-        parts = urlsplit(target_s)
-        target_s = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    method_s = method.decode("ascii")
+    target_s = _request_target(method_s, target_s)
     headers = _parse_header_lines(lines[1:], max_headers)
-    return Request(method.decode("ascii"), target_s, headers, version)
+    return Request(method_s, target_s, headers, version)
+
+
+def _request_target(method: str, target: str) -> str:
+    """Check a request target (RFC 9112 3.2); return it in origin-form (or ``*``).
+
+    * origin-form (``/path?query``) is kept exactly;
+    * absolute-form (``http://host/path?query``; http, https, ws or wss)
+      gives its path and query, exactly, or ``/`` for an empty path;
+    * asterisk-form (``*``) is only for OPTIONS;
+    * authority-form (``host:port``) is only for CONNECT, for proxies, which
+      this is not: 400, like any other target.
+    """
+    bad = _TARGET_BAD.search(target)
+    if bad is not None:
+        raise HandshakeRejected(400, f"invalid character {bad.group()!r} in the request target")
+    if target.startswith("/"):
+        return target
+    if target == "*":
+        if method != "OPTIONS":
+            raise HandshakeRejected(400, "the request target * is only for OPTIONS")
+        return target
+    absolute = _ABSOLUTE_FORM.match(target)
+    if absolute is None:
+        if method == "CONNECT":
+            raise HandshakeRejected(400, "CONNECT is for proxies, and this server is not one")
+        raise HandshakeRejected(400, f"invalid request target {target[:80]!r}")
+    scheme = absolute.group(1).lower()
+    if scheme not in _ABSOLUTE_SCHEMES:
+        raise HandshakeRejected(400, f"unsupported scheme {scheme[:20]!r} in the request target")
+    rest = target[absolute.end() :]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, rest = rest[:cut], rest[cut:]
+    host = _AUTHORITY.fullmatch(authority)
+    if host is None or (host.group(1) is not None and not _is_ipv6(host.group(1))):
+        raise HandshakeRejected(400, f"invalid host in the request target {target[:80]!r}")
+    return rest if rest.startswith("/") else "/" + rest
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_response(head: bytes, max_headers: int = 128) -> Response:
@@ -476,7 +595,8 @@ def build_request(
         if not _TOKEN_S.fullmatch(name) or _VALUE_BAD.search(value.encode("latin-1")):
             raise ValueError(f"invalid header {name!r}: {value!r}")
         headers.add(name, value)
-    return f"GET {uri.resource} HTTP/1.1\r\n".encode("ascii") + headers.encode() + b"\r\n"
+    target = _encode_resource(uri.resource)
+    return f"GET {target} HTTP/1.1\r\n".encode("ascii") + headers.encode() + b"\r\n"
 
 
 def check_response(response: Response, key: str, subprotocols: Iterable[str] = ()) -> str | None:
