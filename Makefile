@@ -68,7 +68,7 @@ demo: $(STAMP_BASE)
 
 lint: $(STAMP_TEST)
 	@rc=0; \
-	echo "== ruff check src tests compliance benchmarks examples"; $(VENV)/bin/ruff check src tests compliance benchmarks examples || rc=1; \
+	echo "== ruff check src tests compliance benchmarks examples fuzz"; $(VENV)/bin/ruff check src tests compliance benchmarks examples fuzz || rc=1; \
 	echo "== mypy"; $(VENV)/bin/mypy || rc=1; \
 	exit $$rc
 
@@ -78,7 +78,7 @@ lint: $(STAMP_TEST)
 # pure-Python twin forced by WSLINE_NO_EXTENSIONS=1.
 test: $(STAMP_TEST) $(STAMP_EXT) $(NODE_WS)
 	@rc=0; ruff=ok; mypy=ok; compiled=ok; pure=ok; \
-	echo "== ruff check src tests compliance benchmarks examples"; $(VENV)/bin/ruff check src tests compliance benchmarks examples || { rc=1; ruff=FAILED; }; \
+	echo "== ruff check src tests compliance benchmarks examples fuzz"; $(VENV)/bin/ruff check src tests compliance benchmarks examples fuzz || { rc=1; ruff=FAILED; }; \
 	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
 	echo "== pytest, compiled path $(PYTEST_ARGS)"; WSLINE_REQUIRE_EXTENSIONS=1 $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; compiled=FAILED; }; \
 	echo "== pytest, pure-Python path (WSLINE_NO_EXTENSIONS=1) $(PYTEST_ARGS)"; WSLINE_NO_EXTENSIONS=1 $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pure=FAILED; }; \
