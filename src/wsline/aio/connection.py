@@ -219,7 +219,9 @@ class WebSocket(ConnectionStatus):
                 # Let the application answer the messages that came before the
                 # close (or the bad frame), then send our close frame: right
                 # after it has read them, or after one second at most.
-                if self._messages:
+                if self._listener is not None:
+                    self._send_pending_close()  # its callbacks have run already
+                elif self._messages:
                     self._close_handle = self._loop.call_later(
                         min(1.0, self.close_timeout), self._send_pending_close
                     )
