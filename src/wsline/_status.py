@@ -13,6 +13,8 @@ class ConnectionStatus:
     ``_keepalive_failed``, ``ping_timeout`` and ``latency``.
     """
 
+    __slots__ = ()
+
     _core: Connection
     _lost: bool
     _closed_exc: ConnectionClosed | None
@@ -50,5 +52,5 @@ class ConnectionStatus:
         timeout = (self.ping_timeout or 0.0) if self._keepalive_failed else None
         exc = self._core.closed_exception(timeout, self.latency)
         if self._lost:
-            self._closed_exc = exc
+            self._closed_exc = exc  # type: ignore[misc]  # a slot (or attribute) of the subclass
         return exc

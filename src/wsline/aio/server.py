@@ -25,7 +25,7 @@ from ..protocol.handshake import (
     parse_request,
     reject_response,
 )
-from .connection import ProtocolBase, WebSocket, _next_id, set_nodelay
+from .connection import DEBUG, ProtocolBase, WebSocket, _debug_enabled, _next_id, set_nodelay
 from .listener import Listener
 
 __all__ = ["serve", "Server", "ServerError", "ConnectionInfo", "ErrorChannel"]
@@ -539,7 +539,9 @@ class _ServerProtocol(ProtocolBase):
             conn_id=self.conn_id,
         )
         self.ws = ws
-        ws.logger.debug("connection open: %s", request.path)  # not the query: it may hold tokens
+        request.headers._index = None  # rebuilt if the application looks a header up; ~1 KB idle
+        if _debug_enabled(DEBUG):
+            ws.logger.debug("connection open: %s", request.path)  # not the query: it may hold tokens
         if opts.listener is not None:
             self._start_listener(ws, opts.listener)
         if self._inbuf:
