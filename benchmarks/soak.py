@@ -619,6 +619,27 @@ def tcp_states(port: int) -> collections.Counter[str]:
     return out
 
 
+def git_commit() -> str:
+    """The checkout's commit, with "+ changes in src" when src/ differs from it."""
+    import subprocess
+
+    root = HERE.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" + changes in src/" if dirty else "")
+
+
 def final_stalls(samples: list[dict[str, Any]], key: str) -> dict[str, float]:
     """Worst lag and GC pause of the steady phase, and the process's GC totals."""
     steady = [r[key] for r in samples if r["phase"] == "steady"][1:]
@@ -650,7 +671,7 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float:
 async def load_main(args: argparse.Namespace) -> dict[str, Any]:
     soft, hard = raise_fd_limit()
     need = args.connections + FD_MARGIN
-    report: dict[str, Any] = {"args": vars(args), "fd_soft": soft, "fd_hard": hard}
+    report: dict[str, Any] = {"args": vars(args), "fd_soft": soft, "fd_hard": hard, "commit": git_commit()}
     if soft < need:
         raise SystemExit(
             f"the open-file hard limit is {hard}, too low for {args.connections} connections "
@@ -908,6 +929,7 @@ def render(r: dict[str, Any]) -> str:
         "",
         "`" + " ".join(["python benchmarks/soak.py", *a["argv"]]) + "`",
         "",
+        f"wsline at {r.get('commit', 'unknown')}; "
         f"Python {platform.python_version()}, {loop}, Linux {platform.release()}, {os.cpu_count()} CPUs; "
         f"one server process (wsline `serve`, echo handler) and one load process (wsline `connect`), "
         f"loopback from {a['sources']} source addresses; compression {compression}; keepalive "
