@@ -1076,3 +1076,31 @@ def test_send_message_split_is_send_message_in_two_parts(size: int, kind: str, i
         assert len(head) == 10
     else:
         assert payload == b""
+
+
+def test_inflate_budget_holds_input_and_resumes() -> None:
+    """A read that inflates to more than INFLATE_BUDGET stops there; the rest is kept, not lost."""
+    from wsline.protocol import connection as core
+    from wsline.protocol.deflate import PerMessageDeflate
+
+    sender = Connection(True, deflate=PerMessageDeflate(False), compress_threshold=0)
+    size = 200_000
+    messages = [bytes([i]) * size for i in range(30)]  # 6 MB, a few KB compressed
+    wire = b"".join(sender.send_message(m) for m in messages)
+    assert len(wire) < 100_000
+    receiver = Connection(False, deflate=PerMessageDeflate(True))
+    first = receiver.receive_data(wire)
+    assert receiver.input_held
+    assert 0 < len(first) < len(messages)
+    assert sum(map(len, first)) <= core.INFLATE_BUDGET + size  # checked between frames
+    events = list(first)
+    calls = 1
+    while receiver.input_held:
+        events += receiver.receive_data(b"")
+        calls += 1
+    assert events == messages
+    assert calls >= len(messages) * size // (core.INFLATE_BUDGET + size)
+    # Uncompressed messages are never held: no amplification to guard against.
+    plain = Connection(False)
+    data = b"".join(Connection(True).send_message(m) for m in messages)
+    assert plain.receive_data(data) == messages and not plain.input_held

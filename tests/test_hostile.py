@@ -19,6 +19,7 @@ import socket
 import struct
 import time
 import tracemalloc
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -884,4 +885,68 @@ async def test_per_client_limit_with_200_connections_and_recovery(
     assert (len(opened), len(refused)) == (limit, 10)
     for peer in opened:
         peer.abort()
+    assert_no_leaks(loop_errors, caplog)
+
+
+# ------------------------------------------------------- compressed floods in one read
+
+
+def compressed_zeros(size: int) -> bytes:
+    """One message of ``size`` zero bytes as permessage-deflate payload (a few hundred bytes)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = compressor.compress(bytes(size)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+@pytest.mark.parametrize("listener", [False, True])
+async def test_compressed_flood_in_one_read_is_held_at_max_queue(
+    start_server, raw_client, loop_errors, caplog, listener
+):
+    """1000 messages of 256 KiB in ~300 KB of deflate, in one write, to a handler that is not reading.
+
+    Each message is within max_size, but together they inflate to 256 MB: the
+    server must stop inflating once max_queue messages wait (plus a bounded
+    budget), not hold them all; and every message must still arrive, in order.
+    """
+    count, size = 1000, 2**18
+    received: list[int] = []
+    release = asyncio.Event()
+
+    async def slow_reader(ws: wsline.WebSocket) -> None:
+        await release.wait()
+        async for message in ws:
+            assert message == bytes(size)
+            received.append(len(message))
+            if len(received) == count:
+                await ws.send("done")
+
+    class Counter(wsline.Listener):
+        def on_message(self, message: wsline.Data) -> None:
+            assert message == bytes(size)
+            received.append(len(message))
+            if len(received) == count:
+                self.ws.send_nowait("done")
+
+    handler: Any = Counter if listener else slow_reader
+    server = await start_server(handler, max_size=size, max_queue=8)
+    peer = await raw_client(server.port)
+    await peer.handshake(headers=[("Sec-WebSocket-Extensions", "permessage-deflate")])
+    payload = compressed_zeros(size)
+    burst = b"".join(peer.frame(2, payload, rsv1=True) for _ in range(count))
+    assert len(burst) < 400_000
+    with traced_memory() as measure:
+        await peer.send(burst)
+        await asyncio.sleep(0.5)
+        _, peak_waiting = measure()
+        release.set()
+        frame = await peer.read_frame(timeout=30)
+        _, peak = measure()
+    assert frame.payload == b"done"
+    assert len(received) == count
+    # max_queue messages, the inflate budget and the held input: tens of MB at most, not 256 MB.
+    assert peak_waiting < 24 * 2**20, f"{peak_waiting / 2**20:.1f} MiB held while the handler waited"
+    assert peak < 32 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    await peer.send_close()
+    assert (await peer.read_close())[0] == 1000
     assert_no_leaks(loop_errors, caplog)

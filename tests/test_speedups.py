@@ -160,6 +160,8 @@ def _events(data: bytes, is_client: bool, chunks: list[int], monkeypatch: pytest
             events += conn.receive_data(memoryview(data[pos : pos + size]))
             pos += size
         events += conn.receive_data(data[pos:])
+        while conn.input_held:
+            events += conn.receive_data(b"")
     # Events are compared by value and type (Failure by its code and reason).
     return [
         ("fail", e.error.code, e.error.reason) if isinstance(e, Failure) else (type(e).__name__, repr(e))

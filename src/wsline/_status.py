@@ -9,15 +9,14 @@ from .protocol.connection import Connection, State
 class ConnectionStatus:
     """Mixin: ``state``, ``close_code``, ``close_reason`` and the closed exception.
 
-    The class using it sets ``_core``, ``_lost``, ``_closed_exc``,
-    ``_keepalive_failed``, ``ping_timeout`` and ``latency``.
+    The class using it sets ``_core``, ``_lost``, ``_keepalive_failed``,
+    ``ping_timeout`` and ``latency``.
     """
 
     __slots__ = ()
 
     _core: Connection
     _lost: bool
-    _closed_exc: ConnectionClosed | None
     _keepalive_failed: bool
     ping_timeout: float | None
     latency: float | None
@@ -46,11 +45,10 @@ class ConnectionStatus:
         return ""
 
     def _closed_error(self) -> ConnectionClosed:
-        """The exception that describes how the connection ended (or is ending)."""
-        if self._closed_exc is not None:
-            return self._closed_exc
+        """The exception that describes how the connection ended (or is ending).
+
+        A new one at each call: a cached exception would keep, through its
+        traceback, the frames that raised it and the connection they refer to.
+        """
         timeout = (self.ping_timeout or 0.0) if self._keepalive_failed else None
-        exc = self._core.closed_exception(timeout, self.latency)
-        if self._lost:
-            self._closed_exc = exc  # type: ignore[misc]  # a slot (or attribute) of the subclass
-        return exc
+        return self._core.closed_exception(timeout, self.latency)

@@ -116,12 +116,12 @@ class WebSocket(ConnectionStatus):
         "__weakref__",
         "_close_handle",
         "_close_timer",
-        "_closed_exc",
         "_core",
         "_cork_limit",
         "_drain_waiters",
         "_eager",
         "_held_pong",
+        "_input_held",
         "_keepalive_failed",
         "_keepalive_handle",
         "_keepalive_ping",
@@ -200,6 +200,7 @@ class WebSocket(ConnectionStatus):
         self._cork_limit = max(1, min(write_limit, 1 << 16))
         self._eager = True  # the next frame may be written at once (see _write)
         self._held_pong: bytes | None = None  # see _hold_pongs
+        self._input_held = False  # the core holds input back (see _feed)
         #: The callback API's listener (wsline.Listener), if the server runs one.
         self._listener: Listener | None = None
         self._report_error: Callable[[BaseException], None] | None = None
@@ -211,7 +212,6 @@ class WebSocket(ConnectionStatus):
         self._keepalive_failed = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.Handle | None = None
-        self._closed_exc: ConnectionClosed | None = None
         #: Round-trip time of the last answered ping, in seconds.
         self.latency: float | None = None
         if ping_interval is not None:
@@ -259,6 +259,18 @@ class WebSocket(ConnectionStatus):
         events = core.receive_data(data)
         # One message in: its reply may go out at once. More: cork the replies.
         self._eager = len(events) < 2
+        if core.input_held:
+            # A read inflated to a lot of messages: hold the rest of it (and
+            # stop reading) until the application has taken these.
+            if not self._input_held:
+                self._input_held = True
+                self._transport.pause_reading()
+            if not self._reading_paused:
+                self._loop.call_soon(self._continue_input)
+        elif self._input_held:
+            self._input_held = False
+            if not self._reading_paused and not self._lost:
+                self._transport.resume_reading()
         if core.outbox:
             if self._write_paused:
                 self._hold_pongs(core)
@@ -289,6 +301,11 @@ class WebSocket(ConnectionStatus):
                     )
                 else:
                     self._close_handle = self._loop.call_soon(self._send_pending_close)
+
+    def _continue_input(self) -> None:
+        """Parse input held back by the inflate budget (see Connection.receive_data)."""
+        if self._input_held and not self._lost and not self._reading_paused:
+            self._feed(memoryview(b""))
 
     def _hold_pongs(self, core: Connection) -> None:
         """While the peer does not read, answer only its latest ping (RFC 6455 5.5.3 allows it).
@@ -468,7 +485,10 @@ class WebSocket(ConnectionStatus):
                 self._close_handle = self._loop.call_soon(self._send_pending_close)
             if self._reading_paused and len(messages) <= (self._max_queue or 0) // 4:
                 self._reading_paused = False
-                self._transport.resume_reading()
+                if self._input_held:
+                    self._loop.call_soon(self._continue_input)
+                else:
+                    self._transport.resume_reading()
             return message
         core = self._core
         if self._lost or core.close_rcvd is not None or core.failure is not None:
@@ -477,12 +497,16 @@ class WebSocket(ConnectionStatus):
             raise RuntimeError("recv() is already being awaited by another task")
         waiter: asyncio.Future[Data] = self._loop.create_future()
         self._recv_waiter = waiter
+        # The finally clauses drop the future: an exception raised from it keeps
+        # this frame in its traceback, and frame -> future -> exception -> frame
+        # would be a cycle that keeps the connection alive until a full GC.
         if timeout is None:
             try:
                 return await waiter
             finally:
                 if self._recv_waiter is waiter:
                     self._recv_waiter = None
+                del waiter
         handle = self._loop.call_later(timeout, _expire, waiter)
         try:
             return await waiter
@@ -490,6 +514,7 @@ class WebSocket(ConnectionStatus):
             handle.cancel()
             if self._recv_waiter is waiter:
                 self._recv_waiter = None
+            del waiter, handle
 
     async def recv_guarded(self, timeout: float | None = None) -> tuple[Data | None, bool]:
         """Like :meth:`recv` but never raises: ``(message, True)`` or ``(None, False)``.
@@ -687,7 +712,10 @@ class WebSocket(ConnectionStatus):
             raise self._send_error()
         fut: asyncio.Future[None] = self._loop.create_future()
         self._drain_waiters.append(fut)
-        await fut
+        try:
+            await fut
+        finally:
+            del fut  # no frame -> future -> exception -> frame cycle (see recv)
 
     # ------------------------------------------------------------- ping / pong
 

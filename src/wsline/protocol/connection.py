@@ -53,6 +53,9 @@ BytesLike = Union[bytes, bytearray, memoryview]
 #: Payloads from this size on are written apart from their header (no copy).
 SPLIT_SIZE = 1 << 16
 
+#: Bytes of compressed messages one receive_data call inflates before it holds the rest.
+INFLATE_BUDGET = 1 << 20
+
 #: Received pieces of a message below this size are gathered in one buffer.
 _SMALL_PIECE = 4096
 
@@ -175,12 +178,23 @@ class Connection:
         self._chunks: list[bytes | bytearray] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         self._stopped = False  # no more input is parsed (close received or failed)
+        #: True when the last receive_data stopped at its inflate budget with input left.
+        self.input_held = False
+        self._inflated = 0  # bytes inflated during this receive_data call
 
     # ------------------------------------------------------------------ receiving
 
     def receive_data(self, data: BytesLike) -> list[Event]:
-        """Parse received bytes; return the events they complete."""
+        """Parse received bytes; return the events they complete.
+
+        One call inflates at most about ``INFLATE_BUDGET`` bytes of compressed
+        messages: then it stops, keeps the rest, and sets :attr:`input_held`
+        (call again, with ``b""`` or more data, once the messages are consumed).
+        A few kilobytes of deflate can carry hundreds of megabytes of messages.
+        """
         events: list[Event] = []
+        self.input_held = False
+        self._inflated = 0
         if self._stopped:
             return events
         if self._buf:
@@ -218,6 +232,9 @@ class Connection:
         is_server = not self.is_client
         fast = _frames.parse_messages
         while not self._stopped:
+            if self._inflated >= INFLATE_BUDGET:
+                self.input_held = pos < end
+                return pos
             if self._frame is not None:
                 pos = self._continue_frame(buf, pos, end, events)
                 if self._frame is not None:
@@ -376,6 +393,7 @@ class Connection:
             assert deflate is not None
             piece = deflate.decompress(piece, last, self.max_size - self._msg_size)  # type: ignore[attr-defined]
             self._msg_size += len(piece)
+            self._inflated += len(piece)
             if self._msg_size > self.max_size:
                 raise PayloadTooBig(f"message exceeds the limit of {self.max_size} bytes")
         else:

@@ -142,7 +142,6 @@ class ClientConnection(ConnectionStatus):
         self._draining = False  # closing: the reader ignores max_queue
         self._reader_waiting = False
         self._pings: dict[bytes, _PingWaiter] = {}
-        self._closed_exc: ConnectionClosed | None = None
         self._close_timer: threading.Timer | None = None
         self._keepalive_failed = False
         self._stop = threading.Event()
