@@ -158,3 +158,24 @@ async def test_closed_connections_are_freed_without_the_cycle_collector(start_se
     assert len(refs) == 40
     assert alive == 0, f"{alive} server connections alive without a GC pass"
     assert alive_clients == 0, f"{alive_clients} client connections alive without a GC pass"
+
+
+async def test_close_completes_behind_a_full_receive_queue(start_server: Any) -> None:
+    """A handler that stopped reading (queue full, reading paused) still gets the peer's close frame."""
+    done = asyncio.get_running_loop().create_future()
+
+    async def never_reads(ws: wsline.WebSocket) -> None:
+        await asyncio.sleep(0.3)  # the client fills the queue meanwhile
+        start = asyncio.get_running_loop().time()
+        await ws.close(1000, "bye")
+        done.set_result((asyncio.get_running_loop().time() - start, ws.close_code))
+
+    server = await start_server(never_reads, max_queue=4, close_timeout=5)
+    async with client(ws_url(server), close_timeout=5) as ws:
+        for i in range(200):
+            await ws.send(f"m{i}")
+        with pytest.raises(ConnectionClosedOK):
+            await asyncio.wait_for(ws.recv(), 5)
+    elapsed, code = await asyncio.wait_for(done, 5)
+    assert code == 1000
+    assert elapsed < 1.0, f"close took {elapsed:.2f} s: the client's close frame was not read"

@@ -293,8 +293,10 @@ class WebSocket(ConnectionStatus):
                 # Let the application answer the messages that came before the
                 # close (or the bad frame), then send our close frame: right
                 # after it has read them, or after one second at most.
-                if self._listener is not None:
-                    self._send_pending_close()  # its callbacks have run already
+                if self._listener is not None or core.close_sent is not None:
+                    # Callbacks have run already, or our close frame is out:
+                    # there is nothing to let the application answer first.
+                    self._send_pending_close()
                 elif self._messages:
                     self._close_handle = self._loop.call_later(
                         min(1.0, self.close_timeout), self._send_pending_close
@@ -365,6 +367,14 @@ class WebSocket(ConnectionStatus):
         messages = self._messages
         if messages is None:
             messages = self._messages = collections.deque()
+        elif (
+            self._core.close_sent is not None
+            and self._max_queue is not None
+            and len(messages) >= self._max_queue
+        ):
+            # Sent by the peer after our close frame, past a full queue: dropped
+            # (it will not be answered) so that waiting for its close costs no memory.
+            return
         messages.append(message)
         if (
             self._max_queue is not None
@@ -842,6 +852,12 @@ class WebSocket(ConnectionStatus):
         if core.state is State.CLOSED and not core.is_client:
             self._flush()
             self._transport.close()
+        elif self._reading_paused:
+            # The peer's close frame must get in, even behind a full queue of
+            # unread messages (more data from it is dropped, see _deliver).
+            self._reading_paused = False
+            if not self._input_held:
+                self._transport.resume_reading()
         if timeout is not None and self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
