@@ -10,7 +10,7 @@ import sys
 from importlib import resources
 from typing import Sequence
 
-from . import __version__, chat, connect_cli, relay
+from . import __version__, chat, connect_cli, loop, relay
 from .aio.connection import WebSocket
 from .aio.server import serve
 from .errors import ConnectionClosed
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "echo":
-            return asyncio.run(_run_echo(args))
+            return loop.run(_run_echo(args))
         if args.command == "connect":
             return connect_cli.run(args)
         if args.command == "chat":

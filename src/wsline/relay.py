@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import __version__
+from . import __version__, loop
 from .aio.connection import WebSocket
 from .aio.server import Server, _Serve, serve
 from .errors import ConnectionClosed
@@ -104,7 +104,7 @@ def _worker_main(target: Callable[..., Any], args: tuple[Any, ...], log_level: i
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers with SIGTERM
     try:
-        asyncio.run(target(*args))
+        loop.run(target(*args))
     except HubUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -213,7 +213,7 @@ def run_command(args: argparse.Namespace, target: ServerMain) -> int:
     if args.workers > 1:
         return run_workers(args.workers, target, args.host, args.port, args.redis, True)
     try:
-        asyncio.run(target(args.host, args.port, args.redis, False))
+        loop.run(target(args.host, args.port, args.redis, False))
     except HubUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
