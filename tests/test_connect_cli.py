@@ -47,6 +47,12 @@ def run_connect(
     )
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as in a terminal, even when the test run itself ignores SIGINT
+    (a shell starts background jobs that way, and children inherit it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_connect(*args: str) -> subprocess.Popen[str]:
     """Start ``python -m wsline connect ARGS`` with stdin left open."""
     return subprocess.Popen(
@@ -57,6 +63,7 @@ def start_connect(*args: str) -> subprocess.Popen[str]:
         text=True,
         encoding="utf-8",
         env=ENV,
+        preexec_fn=default_sigint,
     )
 
 
@@ -131,6 +138,7 @@ def test_against_the_echo_command(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=default_sigint,
     )
     try:
         assert server.stdout is not None
