@@ -73,11 +73,7 @@ async def run_wsline(port: int) -> None:
         try:
             if path == "/pub":
                 async for message in ws:
-                    for sub in tuple(subs):
-                        try:
-                            await sub.send(message)
-                        except wsline.ConnectionClosed:
-                            pass
+                    wsline.broadcast(subs, message)  # framed once for all
                 return
             if path == "/sub":
                 subs.add(ws)
