@@ -50,9 +50,6 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
-#: Payloads from this size on are written apart from their header (no copy).
-SPLIT_SIZE = 1 << 16
-
 #: Bytes of compressed messages one receive_data call inflates before it holds the rest.
 INFLATE_BUDGET = 1 << 20
 
@@ -513,25 +510,6 @@ class Connection:
             if compress or len(payload) >= self.compress_threshold:
                 return self._frame_bytes(opcode, deflate.compress(payload), True, True)  # type: ignore[attr-defined]
         return self._frame_bytes(opcode, payload)
-
-    def send_message_split(
-        self, message: BytesLike | str, *, compress: bool | None = None
-    ) -> tuple[bytes, BytesLike]:
-        """Like :meth:`send_message`, as ``(head, payload)`` to write one after the other.
-
-        A large unmasked, uncompressed ``bytes`` payload is not copied into the
-        frame: the header comes alone and ``payload`` is the caller's object. Otherwise
-        ``head`` is the whole frame and ``payload`` is empty.
-        """
-        if (
-            type(message) is not bytes  # mutable buffers are copied: the caller may reuse them
-            or len(message) < SPLIT_SIZE
-            or self._masks is not None
-            or (self.deflate is not None and compress is not False)
-        ):
-            return self.send_message(message, compress=compress), b""
-        self._check_can_send()
-        return _frames.frame_header(0x82, len(message)), message
 
     def send_frame(self, opcode: int, payload: BytesLike, fin: bool) -> bytes:
         """Frame one fragment (``opcode`` 0 continues a message). Never compressed."""

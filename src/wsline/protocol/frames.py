@@ -74,15 +74,6 @@ def _apply_mask_py(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     return bytes(out)
 
 
-def frame_header(b0: int, length: int) -> bytes:
-    """The header of an unmasked frame with ``length`` bytes of payload."""
-    if length < 126:
-        return _pack_b(b0, length)
-    if length < 65536:
-        return _pack_h(b0, 126, length)
-    return _pack_q(b0, 127, length)
-
-
 def _build_frame_py(b0: int, payload: bytes | bytearray | memoryview, mask: bytes | None) -> bytes:
     """One frame from its first header byte, payload and optional masking key."""
     length = len(payload)
