@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import ssl
 import struct
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -274,6 +275,15 @@ def build_connect_request(proxy: Proxy, host: str, port: int, user_agent: str | 
         if "\r" in line or "\n" in line:
             raise ValueError("CR or LF in the CONNECT request")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def proxy_tls_error(proxy: Proxy, exc: ssl.SSLError) -> ProxyError:
+    """The error for a failed TLS handshake with an https:// proxy (never retried)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}"
+    else:
+        text = f"TLS handshake with proxy {proxy.address} failed: {exc}"
+    return ProxyError(text, proxy=proxy.address)
 
 
 class TunnelHandshake:

@@ -25,7 +25,7 @@ from ..protocol.handshake import (
     parse_response,
     parse_uri,
 )
-from ..proxy import Proxy, TunnelHandshake, select_proxy
+from ..proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from .connection import ProtocolBase, WebSocket, set_nodelay
 
 __all__ = ["connect"]
@@ -457,15 +457,8 @@ class connect:
             proxy_transport, _ = await loop.create_connection(
                 lambda: tunnel, proxy.host, proxy.port, **proxy_kwargs
             )
-        except ssl_module.SSLCertVerificationError as exc:
-            raise ProxyError(
-                f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}",
-                proxy=proxy.address,
-            ) from exc
         except ssl_module.SSLError as exc:
-            raise ProxyError(
-                f"TLS handshake with proxy {proxy.address} failed: {exc}", proxy=proxy.address
-            ) from exc
+            raise proxy_tls_error(proxy, exc) from exc
         except OSError as exc:
             raise ProxyError(
                 f"cannot reach proxy {proxy.address}: {exc}", proxy=proxy.address, retriable=True

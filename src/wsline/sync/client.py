@@ -57,7 +57,7 @@ from ..protocol.handshake import (
     parse_response,
     parse_uri,
 )
-from ..proxy import Proxy, TunnelHandshake, select_proxy
+from ..proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 
 __all__ = ["connect", "ClientConnection", "Data"]
 
@@ -778,15 +778,8 @@ def _open_tunnel(
             sock.settimeout(deadline.left())
             try:
                 sock = context.wrap_socket(sock, server_hostname=proxy.host)
-            except ssl_module.SSLCertVerificationError as exc:
-                raise ProxyError(
-                    f"TLS certificate verification failed for proxy {proxy.address}: {exc.verify_message}",
-                    proxy=proxy.address,
-                ) from exc
             except ssl_module.SSLError as exc:
-                raise ProxyError(
-                    f"TLS handshake with proxy {proxy.address} failed: {exc}", proxy=proxy.address
-                ) from exc
+                raise proxy_tls_error(proxy, exc) from exc
         handshake = TunnelHandshake(proxy, host, port, user_agent)
         while True:
             outgoing = handshake.data_to_send()
