@@ -63,6 +63,24 @@ def announce(port: int) -> None:
 # ------------------------------------------------------------------ wsline
 
 
+async def serve_wsline(handler: Any, port: int) -> None:
+    """wsline's server with the suite's settings, until told to stop."""
+    import wsline
+
+    async with wsline.serve(
+        handler,
+        HOST,
+        port,
+        compression=None,
+        ping_interval=None,
+        ping_timeout=None,
+        max_size=None,
+        backlog=BACKLOG,
+    ) as server:
+        announce(server.port)
+        await wait_for_stop()
+
+
 async def run_wsline(port: int) -> None:
     import wsline
 
@@ -84,18 +102,7 @@ async def run_wsline(port: int) -> None:
         finally:
             subs.discard(ws)
 
-    async with wsline.serve(
-        handler,
-        HOST,
-        port,
-        compression=None,
-        ping_interval=None,
-        ping_timeout=None,
-        max_size=None,
-        backlog=BACKLOG,
-    ) as server:
-        announce(server.port)
-        await wait_for_stop()
+    await serve_wsline(handler, port)
 
 
 async def run_wsline_callbacks(port: int) -> None:
@@ -124,18 +131,7 @@ async def run_wsline_callbacks(port: int) -> None:
         def on_close(self, exc: wsline.ConnectionClosed) -> None:
             subs.discard(self.ws)
 
-    async with wsline.serve(
-        Echo,
-        HOST,
-        port,
-        compression=None,
-        ping_interval=None,
-        ping_timeout=None,
-        max_size=None,
-        backlog=BACKLOG,
-    ) as server:
-        announce(server.port)
-        await wait_for_stop()
+    await serve_wsline(Echo, port)
 
 
 # -------------------------------------------------------------- websockets

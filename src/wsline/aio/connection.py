@@ -562,18 +562,12 @@ class WebSocket(ConnectionStatus):
         """
         if not data:
             return
-        wbuf = self._wbuf
-        if not wbuf and self._eager:
+        if not self._wbuf and self._eager:
             self._eager = False
             if not self._lost:
                 self._transport.write(data)
             return
-        wbuf.append(data)
-        self._wbuf_size += len(data)
-        if self._wbuf_size >= self._cork_limit:
-            self._flush()
-        elif len(wbuf) == 1:
-            self._loop.call_soon(self._end_of_pass)
+        self._queue(data)
 
     def _queue(self, data: bytes) -> None:
         """Queue a frame for the end-of-pass write (never written at once)."""

@@ -205,17 +205,15 @@ class _ServerProtocol(ProtocolBase):
         self._wake()
 
     def pause_writing(self) -> None:
-        if self.ws is not None:
-            self.ws._pause_writing()
-        else:
+        if self.ws is None:  # before the upgrade: _serve_requests waits for the drain
             self._http_paused = True
+        super().pause_writing()
 
     def resume_writing(self) -> None:
-        if self.ws is not None:
-            self.ws._resume_writing()
-        else:
+        if self.ws is None:
             self._http_paused = False
             self._wake()
+        super().resume_writing()
 
     def eof_received(self) -> bool | None:
         self._eof = True
