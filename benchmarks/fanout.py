@@ -74,7 +74,7 @@ async def _run(lib: str, clients: int, messages: int, size: int) -> tuple[float,
     message = "x" * size
     if lib == "wsline":
         import wsline
-        from wsline.broadcast import broadcast
+        from wsline import broadcast
 
         async def handler(ws: Any) -> None:
             conns.append(ws)

@@ -11,7 +11,7 @@ import asyncio
 import signal
 
 import wsline
-from wsline.cli import echo_handler
+from wsline.apps.echo import echo_handler
 
 
 async def main() -> None:

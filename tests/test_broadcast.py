@@ -1,4 +1,4 @@
-"""wsline.broadcast.broadcast(): one framing for many connections, and slow readers left behind."""
+"""wsline.broadcast(): one framing for many connections, and slow readers left behind."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 import wsline
-from wsline.broadcast import BroadcastResult, broadcast, dropped_messages
+from wsline.aio.fanout import BroadcastResult, broadcast, dropped_messages
 from wsline.protocol.deflate import DeflateConfig
 
 pytestmark = pytest.mark.asyncio

@@ -20,8 +20,8 @@ import pytest
 
 import wsline
 from conftest import HOST, free_port
-from wsline import cli
-from wsline.connect_cli import format_message
+from wsline.apps import cli
+from wsline.apps.connect import format_message
 from wsline.protocol.handshake import reject_response
 
 pytestmark = pytest.mark.timeout(20)

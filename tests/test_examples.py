@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import wsline
-from wsline import chat as wsline_chat
+from wsline.apps import chat as wsline_chat
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

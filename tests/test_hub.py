@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import wsline
+from wsline.apps.relay import serve_relay
 from wsline.hub import Hub
-from wsline.relay import serve_relay
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,7 +26,7 @@ import wsline
 import wsline.sync
 from conftest import HOST, TLS, HTTPMessage, RawPeer, StartServer, client, echo, free_port, parse_head, ws_url
 from wsline.aio.client import _retriable
-from wsline.proxy import (
+from wsline.protocol.proxy import (
     Proxy,
     TunnelHandshake,
     bypass_proxy,

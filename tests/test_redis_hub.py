@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 
 import wsline
+from wsline.apps.relay import serve_relay
 from wsline.hub import HubUnavailable
 from wsline.hub_redis import RedisHub
-from wsline.relay import serve_relay
 
 pytestmark = pytest.mark.asyncio
 

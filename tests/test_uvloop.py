@@ -27,10 +27,10 @@ def test_echo_on_uvloop() -> None:
 
 
 def test_loop_run_picks_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``wsline.loop.run``: uvloop when importable, asyncio on request, errors for unknown names."""
+    """``wsline.aio.loop.run``: uvloop when importable, asyncio on request, errors for unknown names."""
     import asyncio
 
-    from wsline import loop
+    from wsline.aio import loop
 
     async def which() -> str:
         async def echo(ws: wsline.WebSocket) -> None:

@@ -3,10 +3,10 @@
     python examples/chat/server.py --port 8000     # then open http://127.0.0.1:8000/
 
 The same as ``python -m wsline chat``: the application lives in
-``src/wsline/chat.py`` (protocol, members, relaying; the page is
-``src/wsline/static/chat.html``). Put together by hand it reads::
+``src/wsline/apps/chat.py`` (protocol, members, relaying; the page is
+``src/wsline/apps/static/chat.html``). Put together by hand it reads::
 
-    app = wsline.chat.ChatApp()                  # members in a LocalHub
+    app = wsline.apps.chat.ChatApp()                  # members in a LocalHub
     async with wsline.serve(
         app.router(),                            # GET / -> the page, WebSocket /ws -> app.handle
         host, port,
@@ -21,7 +21,7 @@ import argparse
 import asyncio
 import logging
 
-from wsline import chat
+from wsline.apps import chat
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -14,14 +14,14 @@ The asyncio API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import gate, http, log
+from ._version import __version__
 from .aio.client import connect
 from .aio.connection import Data, WebSocket
+from .aio.fanout import BroadcastResult, broadcast
 from .aio.listener import Listener
+from .aio.router import Router
 from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve
-from .broadcast import BroadcastResult, broadcast
 from .errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -38,7 +38,6 @@ from .errors import (
     ProxyError,
     WebSocketError,
 )
-from .http import Router
 from .protocol.connection import State
 from .protocol.deflate import DeflateConfig
 from .protocol.handshake import Headers, Request, Response

@@ -1,7 +1,7 @@
-"""``python -m wsline``: see :mod:`wsline.cli`."""
+"""``python -m wsline``: see :mod:`wsline.apps.cli`."""
 
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 sys.exit(main())

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .aio.connection import WebSocket
-from .broadcast import BroadcastMessage, BroadcastResult, Policy, broadcast
+from .aio.fanout import BroadcastMessage, BroadcastResult, Policy, broadcast
 from .errors import WebSocketError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .aio.connection import WebSocket
-from .broadcast import BroadcastMessage, BroadcastResult, Policy
+from .aio.fanout import BroadcastMessage, BroadcastResult, Policy
 from .hub import Hub, HubUnavailable
 
 __all__ = ["RedisHub"]

@@ -9,7 +9,7 @@ import socket
 import ssl as ssl_module
 from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence, cast
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError, ProxyError
 from ..protocol import deflate as pmd
 from ..protocol.connection import Connection
@@ -25,7 +25,7 @@ from ..protocol.handshake import (
     parse_response,
     parse_uri,
 )
-from ..proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
+from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from .connection import ProtocolBase, WebSocket, set_nodelay
 
 __all__ = ["connect"]

@@ -11,7 +11,7 @@ import socket
 import ssl as ssl_module
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, NamedTuple, Sequence, Union, cast
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConnectionClosed, HandshakeRejected, NegotiationError
 from ..protocol import deflate as pmd
 from ..protocol.connection import Connection

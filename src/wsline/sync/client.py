@@ -35,8 +35,8 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
-from .. import __version__
 from .._status import ConnectionStatus
+from .._version import __version__
 from ..errors import (
     ConnectionClosed,
     ConnectionClosedOK,
@@ -57,7 +57,7 @@ from ..protocol.handshake import (
     parse_response,
     parse_uri,
 )
-from ..proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
+from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 
 __all__ = ["connect", "ClientConnection", "Data"]
 

@@ -28,9 +28,9 @@ import asyncio
 import weakref
 from typing import Iterable, Literal, Union
 
-from .aio.connection import WebSocket
-from .protocol.deflate import PerMessageDeflate
-from .protocol.frames import build_frame
+from ..protocol.deflate import PerMessageDeflate
+from ..protocol.frames import build_frame
+from .connection import WebSocket
 
 __all__ = [
     "BroadcastResult",

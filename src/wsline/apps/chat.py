@@ -35,23 +35,18 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import unicodedata
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
-from . import __version__
-from .aio.connection import WebSocket
-from .aio.server import Server, _Serve, serve
-from .gate import same_origin
-from .http import Router, html_response
-from .hub import Hub as RoomsHub
-from .protocol.handshake import Request, Response
-
-if TYPE_CHECKING:  # pragma: no cover
-    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-else:
-    SubParsers = Any
+from .._version import __version__
+from ..aio.connection import WebSocket
+from ..aio.router import Router, html_response
+from ..aio.server import Server, _Serve, serve
+from ..gate import same_origin
+from ..hub import Hub as RoomsHub
+from ..protocol.handshake import Request, Response
+from .runner import SubParsers, add_worker_arguments, run_command, url_host, wait_for_signal
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -260,8 +255,8 @@ def decode(message: str | bytes) -> Event | None:
 
 
 def chat_page() -> bytes:
-    """The chat page (``wsline/static/chat.html``)."""
-    return resources.files("wsline").joinpath("static").joinpath("chat.html").read_bytes()
+    """The chat page (``wsline/apps/static/chat.html``)."""
+    return resources.files("wsline.apps").joinpath("static").joinpath("chat.html").read_bytes()
 
 
 #: Headers of the page: no resources from anywhere else, no framing by other sites.
@@ -409,8 +404,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
     )
-    from .relay import add_worker_arguments
-
     add_worker_arguments(parser)
 
 
@@ -425,41 +418,23 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _stop(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 async def run_until_stopped(
     host: str, port: int, *, hub: Hub | None = None, reuse_port: bool = False
 ) -> None:
     """Serve the chat until SIGINT or SIGTERM, printing where it is."""
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, _stop, stop)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows, threads
-            pass
     server: Server
     async with serve_chat(host, port, hub=hub, reuse_port=reuse_port) as server:
-        where = f"{_url_host(host)}:{server.port}"
+        where = f"{url_host(host)}:{server.port}"
         print(
             f"wsline {__version__} chat on http://{where}/ (WebSocket at ws://{where}/ws); Ctrl-C stops it",
             flush=True,
         )
-        await stop
+        await wait_for_signal()
         print("shutting down", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chat server for parsed :func:`add_arguments` options."""
-    from .relay import run_command
-
     return run_command(args, run_with_hub)
 
 
@@ -468,7 +443,7 @@ async def run_with_hub(host: str, port: int, redis_url: str | None = None, reuse
     if not redis_url:
         await run_until_stopped(host, port, reuse_port=reuse_port)
         return
-    from .hub_redis import RedisHub
+    from ..hub_redis import RedisHub
 
     async with RedisHub(redis_url) as rooms:
         await run_until_stopped(host, port, hub=RoomHub(rooms), reuse_port=reuse_port)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from .errors import InvalidHandshake, ProxyError
-from .protocol.handshake import Headers, parse_response
+from ..errors import InvalidHandshake, ProxyError
+from .handshake import Headers, parse_response
 
 __all__ = [
     "Proxy",

@@ -1,73 +1,46 @@
-"""The relay: ``python -m wsline relay [--host H] [--port P] [--redis URL] [--workers N]``.
+"""What every ``python -m wsline`` server shares: the signal wait, worker processes, options.
 
-Every message a client sends goes to every *other* client connected to the
-same URL path (the path is the room: ``ws://host:port/game-42``). With
-``--redis URL`` the rooms are shared by every relay process using that Redis
-server; ``--workers N`` runs N processes on the same port (``SO_REUSEPORT``),
-which needs ``--redis`` so that clients of different processes meet.
-
-:func:`run_workers` is the helper behind ``--workers`` (also used by
-``python -m wsline chat --workers N``).
+* :func:`wait_for_signal` returns on SIGINT or SIGTERM (the servers then close
+  every connection with 1001 and exit 0);
+* :func:`run_workers` runs one coroutine function in N spawned processes that
+  share a port (``SO_REUSEPORT``);
+* :func:`add_worker_arguments` / :func:`run_command` give a subcommand
+  ``--redis URL`` and ``--workers N`` and run it in one or N processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import multiprocessing
 import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import __version__, loop
-from .aio.connection import WebSocket
-from .aio.server import Server, _Serve, serve
-from .errors import ConnectionClosed
-from .hub import Hub, HubUnavailable
-from .protocol.deflate import DeflateConfig
+from ..aio import loop
+from ..hub import HubUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 else:
     SubParsers = Any
 
-__all__ = ["add_parser", "make_hub", "relay_handler", "run", "run_relay", "run_workers", "serve_relay"]
-
-logger = logging.getLogger("wsline.relay")
-
-#: Without context takeover on the server side, one compressed frame fits every
-#: client: :func:`wsline.broadcast.broadcast` compresses each message once.
-RELAY_DEFLATE = DeflateConfig(server_no_context_takeover=True)
-
-
-async def relay_handler(hub: Hub, ws: WebSocket) -> None:
-    """Join the room named by the request path; pass every message on to the others in it."""
-    room = ws.request.path
-    await hub.join(room, ws)
-    try:
-        async for message in ws:
-            await hub.publish(room, message, exclude=ws)
-    except ConnectionClosed:
-        pass
-    finally:
-        await hub.leave(room, ws)
+__all__ = [
+    "ServerMain",
+    "SubParsers",
+    "add_worker_arguments",
+    "check_worker_arguments",
+    "run_command",
+    "run_workers",
+    "url_host",
+    "wait_for_signal",
+]
 
 
-def serve_relay(host: str | None, port: int | None, *, hub: Hub, **kwargs: Any) -> _Serve:
-    """:func:`wsline.serve` for the relay (other keyword arguments go to ``serve``)."""
-    kwargs.setdefault("deflate", RELAY_DEFLATE)
-    return serve(functools.partial(relay_handler, hub), host, port, **kwargs)
-
-
-def make_hub(redis_url: str | None) -> Hub:
-    """A :class:`~wsline.hub.RedisHub` for ``redis_url``, or an in-process :class:`~wsline.hub.Hub`."""
-    if redis_url:
-        from .hub_redis import RedisHub
-
-        return RedisHub(redis_url)
-    return Hub()
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _stop(fut: asyncio.Future[None]) -> None:
@@ -77,24 +50,14 @@ def _stop(fut: asyncio.Future[None]) -> None:
 
 async def wait_for_signal() -> None:
     """Wait for SIGINT or SIGTERM."""
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
+    running = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = running.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, _stop, stop)
+            running.add_signal_handler(sig, _stop, stop)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows, threads
             pass
     await stop
-
-
-async def run_relay(host: str, port: int, redis_url: str | None = None, reuse_port: bool = False) -> None:
-    """Serve the relay until SIGINT or SIGTERM, printing where it is."""
-    server: Server
-    async with make_hub(redis_url) as hub, serve_relay(host, port, hub=hub, reuse_port=reuse_port) as server:
-        where = f"[{host}]" if ":" in host else host
-        via = f" sharing rooms over {redis_url}" if redis_url else ""
-        print(f"wsline {__version__} relay on ws://{where}:{server.port}/{via}; Ctrl-C stops it", flush=True)
-        await wait_for_signal()
 
 
 # ------------------------------------------------------------------ workers
@@ -105,10 +68,7 @@ def _worker_main(target: Callable[..., Any], args: tuple[Any, ...], log_level: i
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers with SIGTERM
     try:
         loop.run(target(*args))
-    except HubUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except OSError as exc:
+    except (HubUnavailable, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
 
@@ -183,20 +143,6 @@ def check_worker_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
-def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
-    """Add the ``relay`` subcommand to the ``python -m wsline`` parser."""
-    parser = sub.add_parser(
-        "relay",
-        help="run a relay: each message goes to every other client on the same path",
-        description="Run a relay: every message a client sends goes to every other client "
-        "connected to the same URL path (the path is the room).",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    add_worker_arguments(parser)
-    return parser
-
-
 ServerMain = Callable[[str, int, "str | None", bool], Any]
 
 
@@ -218,8 +164,3 @@ def run_command(args: argparse.Namespace, target: ServerMain) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the relay for parsed :func:`add_parser` options."""
-    return run_command(args, run_relay)

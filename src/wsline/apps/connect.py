@@ -17,16 +17,11 @@ import ssl
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
-from .errors import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from .protocol.handshake import WSURI, parse_uri
-from .sync import ClientConnection, connect
-
-if TYPE_CHECKING:  # pragma: no cover
-    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-else:
-    SubParsers = Any
+from ..errors import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from ..protocol.handshake import WSURI, parse_uri
+from ..sync import ClientConnection, connect
+from .runner import SubParsers
 
 __all__ = ["add_parser", "run", "format_message"]
 

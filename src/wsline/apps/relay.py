@@ -1,0 +1,91 @@
+"""The relay: ``python -m wsline relay [--host H] [--port P] [--redis URL] [--workers N]``.
+
+Every message a client sends goes to every *other* client connected to the
+same URL path (the path is the room: ``ws://host:port/game-42``). With
+``--redis URL`` the rooms are shared by every relay process using that Redis
+server; ``--workers N`` runs N processes on the same port (``SO_REUSEPORT``),
+which needs ``--redis`` so that clients of different processes meet.
+
+:func:`wsline.apps.runner.run_workers` is the helper behind ``--workers`` (also
+used by ``python -m wsline chat --workers N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from typing import Any
+
+from .._version import __version__
+from ..aio.connection import WebSocket
+from ..aio.server import Server, _Serve, serve
+from ..errors import ConnectionClosed
+from ..hub import Hub
+from ..protocol.deflate import DeflateConfig
+from .runner import SubParsers, add_worker_arguments, run_command, url_host, wait_for_signal
+
+__all__ = ["add_parser", "make_hub", "relay_handler", "run", "run_relay", "serve_relay"]
+
+logger = logging.getLogger("wsline.relay")
+
+#: Without context takeover on the server side, one compressed frame fits every
+#: client: :func:`wsline.broadcast.broadcast` compresses each message once.
+RELAY_DEFLATE = DeflateConfig(server_no_context_takeover=True)
+
+
+async def relay_handler(hub: Hub, ws: WebSocket) -> None:
+    """Join the room named by the request path; pass every message on to the others in it."""
+    room = ws.request.path
+    await hub.join(room, ws)
+    try:
+        async for message in ws:
+            await hub.publish(room, message, exclude=ws)
+    except ConnectionClosed:
+        pass
+    finally:
+        await hub.leave(room, ws)
+
+
+def serve_relay(host: str | None, port: int | None, *, hub: Hub, **kwargs: Any) -> _Serve:
+    """:func:`wsline.serve` for the relay (other keyword arguments go to ``serve``)."""
+    kwargs.setdefault("deflate", RELAY_DEFLATE)
+    return serve(functools.partial(relay_handler, hub), host, port, **kwargs)
+
+
+def make_hub(redis_url: str | None) -> Hub:
+    """A :class:`~wsline.hub.RedisHub` for ``redis_url``, or an in-process :class:`~wsline.hub.Hub`."""
+    if redis_url:
+        from ..hub_redis import RedisHub
+
+        return RedisHub(redis_url)
+    return Hub()
+
+
+async def run_relay(host: str, port: int, redis_url: str | None = None, reuse_port: bool = False) -> None:
+    """Serve the relay until SIGINT or SIGTERM, printing where it is."""
+    server: Server
+    async with make_hub(redis_url) as hub, serve_relay(host, port, hub=hub, reuse_port=reuse_port) as server:
+        where = url_host(host)
+        via = f" sharing rooms over {redis_url}" if redis_url else ""
+        print(f"wsline {__version__} relay on ws://{where}:{server.port}/{via}; Ctrl-C stops it", flush=True)
+        await wait_for_signal()
+
+
+def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
+    """Add the ``relay`` subcommand to the ``python -m wsline`` parser."""
+    parser = sub.add_parser(
+        "relay",
+        help="run a relay: each message goes to every other client on the same path",
+        description="Run a relay: every message a client sends goes to every other client "
+        "connected to the same URL path (the path is the room).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    add_worker_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the relay for parsed :func:`add_parser` options."""
+    return run_command(args, run_relay)
