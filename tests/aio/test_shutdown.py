@@ -18,7 +18,7 @@ import wsline
 from conftest import client, ws_url
 from wsline.errors import ConnectionClosedOK
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Makes each message 1 KB, so that the megabytes in socket buffers are few messages.
 PADDING = "x" * 1000

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.asyncio
 
 HOST = "127.0.0.1"
 OPTS: dict[str, Any] = {"ping_interval": None, "close_timeout": 0.5}
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def free_port() -> int:

@@ -57,7 +57,7 @@ HOST = "127.0.0.1"
 KiB = 1024
 MiB = 1024 * KiB
 MAX_SIZE = 16 * MiB
-INTEROP_DIR = Path(__file__).parent / "interop"
+INTEROP_DIR = Path(__file__).resolve().parents[1] / "interop"
 #: How long one receive may take before a test fails (the largest message is 4 MiB).
 RECV_TIMEOUT = 20.0
 

@@ -26,7 +26,7 @@ from wsline.protocol.handshake import reject_response
 
 pytestmark = pytest.mark.timeout(20)
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONIOENCODING": "utf-8"}
 SERVER_DEFAULTS: dict[str, Any] = {"ping_interval": None, "close_timeout": 0.5, "open_timeout": 2.0}
 WAIT = 15.0  # generous: CI machines can be loaded
