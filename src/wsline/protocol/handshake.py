@@ -1,4 +1,9 @@
-"""The opening handshake (RFC 6455 4) and the bits of HTTP/1.1 it needs, without I/O."""
+"""The opening handshake (RFC 6455 4), without I/O.
+
+The HTTP/1.1 side (the data types, the parsers) is :mod:`wsline.protocol.http11`'s;
+``Headers``, ``Request``, ``Response``, ``REASON_PHRASES``, ``build_response``,
+``parse_request``, ``parse_response`` and ``parse_token_list`` are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,27 @@ import hashlib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
-from urllib.parse import parse_qsl, unquote, urlsplit
+from dataclasses import dataclass
+from typing import Iterable
+from urllib.parse import unquote, urlsplit
 
 from ..errors import HandshakeRejected, InvalidHandshake, InvalidURI, NegotiationError
+from .http11 import (
+    _TOKEN_S,
+    _VALUE_BAD,
+    REASON_PHRASES,
+    Data,
+    EndOfMessage,
+    Headers,
+    Limits,
+    Request,
+    Response,
+    ResponseParser,
+    build_response,
+    parse_request,
+    parse_response,
+    parse_token_list,
+)
 
 __all__ = [
     "GUID",
@@ -38,44 +59,6 @@ __all__ = [
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-REASON_PHRASES: dict[int, str] = {
-    101: "Switching Protocols",
-    200: "OK",
-    204: "No Content",
-    301: "Moved Permanently",
-    302: "Found",
-    304: "Not Modified",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TOKEN_S = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?")
-
-# Request targets (RFC 9112 3.2). The characters are checked liberally: any
-# visible ASCII character but "#" (clients send "|", "{", "^" and the like
-# unescaped); controls, space, DEL and non-ASCII bytes are refused.
-_TARGET_BAD = re.compile(r"[^\x21\x22\x24-\x7e]")
-#: The scheme and "://" that start an absolute-form target (RFC 3986 3.1).
-_ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*)://")
-_ABSOLUTE_SCHEMES = frozenset({"http", "https", "ws", "wss"})
-#: The authority of an absolute-form target: an IP literal or a reg-name, and a port.
-_AUTHORITY = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9\-._~!$&'()*+,;=%]+))(?::[0-9]*)?")
 #: A host in a ws:// URI once IDNA-encoded: RFC 3986 reg-name characters, no "%".
 _URI_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]+")
 _IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")  # UTS 46 deviation characters
@@ -84,140 +67,6 @@ _IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")  # UTS 46 deviation cha
 # delimiters. Everything else is kept, "%" and existing %XX escapes included.
 _PATH_UNSAFE = re.compile(r"[^\x21\x24-\x3b\x3d\x3f-\x5f\x61-\x7a\x7c\x7e]")
 _QUERY_UNSAFE = re.compile(r"[^\x21\x24-\x3b\x3d\x3f-\x7e]")
-
-
-class Headers:
-    """HTTP headers: ordered, repeatable, case-insensitive names."""
-
-    __slots__ = ("_index", "_items")
-
-    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
-        if isinstance(items, Mapping):
-            items = items.items()
-        self._items: list[tuple[str, str]] = list(items)
-        # Lower-cased name -> values, built on the first lookup (a handshake
-        # looks up a dozen names: one pass instead of one scan per name).
-        self._index: dict[str, list[str]] | None = None
-
-    def _lookup(self) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for key, value in self._items:
-            lname = key.lower()
-            values = index.get(lname)
-            if values is None:
-                index[lname] = [value]
-            else:
-                values.append(value)
-        self._index = index
-        return index
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """The first value of ``name``, or ``default``."""
-        values = (self._index or self._lookup()).get(name.lower())
-        return values[0] if values else default
-
-    def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, in order."""
-        return list((self._index or self._lookup()).get(name.lower(), ()))
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def add(self, name: str, value: str) -> None:
-        """Append a header line."""
-        self._items.append((name, value))
-        self._index = None
-
-    def items(self) -> list[tuple[str, str]]:
-        """All (name, value) pairs in order."""
-        return list(self._items)
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
-
-    def encode(self) -> bytes:
-        """Serialize as header lines, each ending with CRLF."""
-        return "".join(f"{k}: {v}\r\n" for k, v in self._items).encode("latin-1")
-
-
-@dataclass
-class Request:
-    """An HTTP request head (the WebSocket upgrade request, or a plain request)."""
-
-    method: str
-    target: str
-    headers: Headers
-    version: tuple[int, int] = (1, 1)
-    #: The request body (plain HTTP requests; empty for upgrades).
-    body: bytes = b""
-    #: The client's address as the socket gives it (set by the server).
-    remote_address: Any = None
-
-    @property
-    def path(self) -> str:
-        """The path of the target, percent-decoded."""
-        return unquote(self.target.split("?", 1)[0])
-
-    @property
-    def query_string(self) -> str:
-        """The raw query string (after ``?``), or ``""``."""
-        parts = self.target.split("?", 1)
-        return parts[1] if len(parts) == 2 else ""
-
-    @property
-    def query(self) -> dict[str, str]:
-        """Query parameters, decoded; the first value wins for repeated names."""
-        result: dict[str, str] = {}
-        for key, value in parse_qsl(self.query_string, keep_blank_values=True):
-            result.setdefault(key, value)
-        return result
-
-    @property
-    def origin(self) -> str | None:
-        """The ``Origin`` header (browsers send it; other clients usually do not)."""
-        return self.headers.get("Origin")
-
-    @property
-    def host(self) -> str | None:
-        """The ``Host`` header."""
-        return self.headers.get("Host")
-
-    @property
-    def subprotocols(self) -> list[str]:
-        """The subprotocols the client offered, in its order of preference."""
-        return parse_token_list(self.headers.get_all("Sec-WebSocket-Protocol"))
-
-    @property
-    def is_upgrade(self) -> bool:
-        """Whether this asks to upgrade to WebSocket."""
-        upgrade = parse_token_list(self.headers.get_all("Upgrade"), strict=False)
-        return any(u.lower() == "websocket" for u in upgrade)
-
-
-@dataclass
-class Response:
-    """An HTTP response (head and, for rejections, a body)."""
-
-    status: int
-    reason: str = ""
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-
-    def __post_init__(self) -> None:
-        if not self.reason:
-            self.reason = REASON_PHRASES.get(self.status, "")
 
 
 def accept_key(key: str) -> str:
@@ -229,24 +78,6 @@ def accept_key(key: str) -> str:
 def generate_key() -> str:
     """A fresh random ``Sec-WebSocket-Key``."""
     return base64.b64encode(os.urandom(16)).decode("ascii")
-
-
-def parse_token_list(values: Iterable[str], strict: bool = True) -> list[str]:
-    """Split comma-separated header values into tokens (empty elements are skipped).
-
-    With ``strict``, an element that is not an RFC 7230 token raises
-    :class:`NegotiationError`.
-    """
-    out: list[str] = []
-    for value in values:
-        for item in value.split(","):
-            item = item.strip(" \t")
-            if not item:
-                continue
-            if strict and not _TOKEN_S.fullmatch(item):
-                raise NegotiationError(f"invalid token {item!r} in header value {value!r}")
-            out.append(item)
-    return out
 
 
 # ---------------------------------------------------------------------- URIs
@@ -354,110 +185,6 @@ def parse_uri(uri: str) -> WSURI:
     return WSURI(secure, host, port, resource, user_info)
 
 
-# ---------------------------------------------------------------- HTTP parsing
-
-
-def _parse_header_lines(lines: list[bytes], max_count: int) -> Headers:
-    lines = [line for line in lines if line]
-    if len(lines) > max_count:
-        raise HandshakeRejected(431, f"more than {max_count} header lines")
-    items: list[tuple[str, str]] = []
-    for line in lines:
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t"):
-            raise HandshakeRejected(400, "obsolete line folding in headers is not allowed")
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
-            raise HandshakeRejected(400, f"malformed header line {line[:80]!r}")
-        value = value.strip(b" \t")
-        if _VALUE_BAD.search(value):
-            raise HandshakeRejected(400, f"invalid character in header {name.decode()!r}")
-        items.append((name.decode("ascii"), value.decode("latin-1")))
-    return Headers(items)
-
-
-def parse_request(head: bytes, max_headers: int = 128) -> Request:
-    """Parse a request head (everything before the blank line, CRLFs included).
-
-    Raises :class:`HandshakeRejected` with the status to answer.
-    """
-    lines = head.split(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(lines[0])
-    if match is None:
-        raise HandshakeRejected(400, f"malformed request line {lines[0][:80]!r}")
-    method, target, major, minor = match.groups()
-    version = (int(major), int(minor))
-    if version < (1, 1) or major != b"1":
-        raise HandshakeRejected(505, f"HTTP/{major.decode()}.{minor.decode()} is not supported; use HTTP/1.1")
-    try:
-        target_s = target.decode("ascii")
-    except UnicodeDecodeError:
-        raise HandshakeRejected(400, "non-ASCII request target") from None
-    method_s = method.decode("ascii")
-    target_s = _request_target(method_s, target_s)
-    headers = _parse_header_lines(lines[1:], max_headers)
-    return Request(method_s, target_s, headers, version)
-
-
-def _request_target(method: str, target: str) -> str:
-    """Check a request target (RFC 9112 3.2); return it in origin-form (or ``*``).
-
-    * origin-form (``/path?query``) is kept exactly;
-    * absolute-form (``http://host/path?query``; http, https, ws or wss)
-      gives its path and query, exactly, or ``/`` for an empty path;
-    * asterisk-form (``*``) is only for OPTIONS;
-    * authority-form (``host:port``) is only for CONNECT, for proxies, which
-      this is not: 400, like any other target.
-    """
-    bad = _TARGET_BAD.search(target)
-    if bad is not None:
-        raise HandshakeRejected(400, f"invalid character {bad.group()!r} in the request target")
-    if target.startswith("/"):
-        return target
-    if target == "*":
-        if method != "OPTIONS":
-            raise HandshakeRejected(400, "the request target * is only for OPTIONS")
-        return target
-    absolute = _ABSOLUTE_FORM.match(target)
-    if absolute is None:
-        if method == "CONNECT":
-            raise HandshakeRejected(400, "CONNECT is for proxies, and this server is not one")
-        raise HandshakeRejected(400, f"invalid request target {target[:80]!r}")
-    scheme = absolute.group(1).lower()
-    if scheme not in _ABSOLUTE_SCHEMES:
-        raise HandshakeRejected(400, f"unsupported scheme {scheme[:20]!r} in the request target")
-    rest = target[absolute.end() :]
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    authority, rest = rest[:cut], rest[cut:]
-    host = _AUTHORITY.fullmatch(authority)
-    if host is None or (host.group(1) is not None and not _is_ipv6(host.group(1))):
-        raise HandshakeRejected(400, f"invalid host in the request target {target[:80]!r}")
-    return rest if rest.startswith("/") else "/" + rest
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_response(head: bytes, max_headers: int = 128) -> Response:
-    """Parse a response head; raises :class:`InvalidHandshake` if malformed."""
-    lines = head.split(b"\r\n")
-    match = _STATUS_LINE.fullmatch(lines[0])
-    if match is None:
-        raise InvalidHandshake(f"malformed HTTP status line from the server: {lines[0][:80]!r}")
-    _major, _minor, status, reason = match.groups()
-    try:
-        headers = _parse_header_lines(lines[1:], max_headers)
-    except HandshakeRejected as exc:
-        raise InvalidHandshake(f"malformed HTTP response from the server: {exc.reason}") from None
-    return Response(int(status), (reason or b"").decode("latin-1"), headers)
-
-
 # ------------------------------------------------------------- server side
 
 
@@ -508,12 +235,6 @@ def check_request(request: Request) -> str:
     except NegotiationError as exc:
         raise HandshakeRejected(400, str(exc)) from None
     return key
-
-
-def build_response(response: Response) -> bytes:
-    """Serialize a response (head and body)."""
-    head = f"HTTP/1.1 {response.status} {response.reason}\r\n".encode("latin-1")
-    return head + response.headers.encode() + b"\r\n" + response.body
 
 
 def accept_response(
@@ -628,29 +349,28 @@ def check_response(response: Response, key: str, subprotocols: Iterable[str] = (
     return chosen[0]
 
 
+# transitional: removed once the clients use ResponseParser
 def decode_chunked(data: bytes | bytearray, partial: bool = False) -> bytes | None:
     """Decode a chunked HTTP body (a rejection's body, for error messages).
 
     Returns ``None`` while the body is incomplete, unless ``partial`` asks for
-    what has arrived so far; a malformed body yields what was decoded.
+    what has arrived so far; a malformed body yields what was decoded. The
+    decoding is :class:`~wsline.protocol.http11.ResponseParser`'s.
     """
+    parser = ResponseParser(Limits(max_body=2**64))
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    parser.next_event()  # the Response
+    parser.feed(data)
     body = bytearray()
-    pos = 0
-    while True:
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            break
-        size_text = bytes(data[pos:end]).split(b";", 1)[0].strip()
-        if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
-            return bytes(body)
-        size = int(size_text, 16)
-        if size == 0:
-            return bytes(body)
-        start = end + 2
-        if len(data) < start + size:
-            if partial:
-                body += data[start:]
-            break
-        body += data[start : start + size]
-        pos = start + size + 2
+    try:
+        while True:
+            event = parser.next_event()
+            if isinstance(event, Data):
+                body += event.data
+            elif isinstance(event, EndOfMessage):
+                return bytes(body)
+            else:  # NEED_DATA
+                break
+    except InvalidHandshake:
+        return bytes(body)
     return bytes(body) if partial else None
