@@ -721,10 +721,10 @@ class _Parser(Generic[_M]):
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Take bytes from the peer (an empty ``data`` is nothing, not EOF)."""
         self._check_alive()
-        if self._eof:
-            raise RuntimeError("feed() after feed_eof()")
         if not data:
             return
+        if self._eof:
+            raise RuntimeError("feed() after feed_eof()")
         if self._buf and not self._pieces and self._state not in _BODY_STATES:
             self._buf += data
         else:
@@ -966,10 +966,10 @@ class _Parser(Generic[_M]):
                 return self._need_data()
         end = data.find(b"\r\n\r\n", start + self._scan, start + self._limits.max_head)
         if end < 0:
-            end = self._find_section_end(data, start, self._limits.max_head, "head")
-        if end < 0:
             self._early_check(data, start)
-            return self._need_data()
+            end = self._find_section_end(data, start, self._limits.max_head, "head")
+            if end < 0:
+                return self._need_data()
         size = end + 4 - start
         text = (data if size == len(data) else data[start : end + 4]).decode("latin-1")
         try:
