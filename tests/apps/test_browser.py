@@ -11,14 +11,16 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from test_examples import Chat, free_port, start_chat
+
+from wsline.apps import chat as wsline_chat
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -242,3 +244,176 @@ def _wait_for(get: Any, needle: str, timeout: float = 5.0) -> str:
         if needle in text or time.monotonic() > end:
             return text
         time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ reconnecting, limits
+
+#: Milliseconds to wait for a reconnection: the page's first waits are 1, 2, 3 s (+-25 %).
+RECONNECT_MS = 20_000
+RECONNECTING = re.compile(r"^connection lost, reconnecting in \d+ s…$")
+
+
+def test_page_reconnects_when_the_server_restarts(new_page: Any) -> None:
+    port = free_port()
+    command = ("-m", "wsline", "chat", "--port", str(port))
+    server = start_chat(*command)
+    try:
+        alice = new_page(server.url)
+        bob = new_page(server.url)
+        joined(alice, "alice")
+        joined(bob, "bob")
+        expect(alice.locator("#members li")).to_have_text(["alice", "bob"])
+    finally:
+        assert server.proc.stop() == 0, server.proc.describe()
+
+    # The server closed the connections with 1001 (going away): the pages say so and wait.
+    for page in (alice, bob):
+        expect(page.locator("#status")).to_have_text(RECONNECTING)
+        expect(page.locator("#log li.notice").last).to_have_text("Connection lost (1001).")
+        expect(page.locator("#retry")).to_be_visible()
+        expect(page.locator("#send-button")).to_be_disabled()
+
+    server = start_chat(*command)  # the same port
+    try:
+        for page, name in ((alice, "alice"), (bob, "bob")):
+            expect(page.locator("#status")).to_have_text("reconnected", timeout=RECONNECT_MS)
+            again = f"Reconnected: you are in the chat again as {name}."
+            back = page.locator("#log li.notice", has_text=again)
+            expect(back).to_have_count(1)
+            expect(page.locator("#room")).to_be_visible()
+            expect(page.locator("#retry")).to_be_hidden()
+        for page in (alice, bob):  # in the order they came back
+            expect(page.locator("#members li")).to_have_count(2)
+            assert sorted(members(page)) == ["alice", "bob"]
+        # Rejoining under the same name is not announced to oneself as a new join.
+        expect(alice.locator("#log li.notice", has_text="You joined as alice.")).to_have_count(1)
+
+        say(alice, "still here?")
+        expect(bob.locator("#log li.message").last).to_have_text("alicestill here?")
+        say(bob, "yes")
+        expect(alice.locator("#log li.message").last).to_have_text("bobyes")
+    finally:
+        assert server.proc.stop() == 0, server.proc.describe()
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the chat; :meth:`cut` closes the browsers' side only.
+
+    The chat server then still holds the connection (and the name) while the
+    page has lost it, as after a network failure; :meth:`release` closes the
+    server's side too.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.pairs.append((downstream, upstream))
+            for a, b in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> list[socket.socket]:
+        """Reset every browser-side connection; returns the server-side sockets, still open."""
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for downstream, _ in pairs:
+            _hang_up(downstream)
+        return [upstream for _, upstream in pairs]
+
+    def close(self) -> None:
+        self.listener.close()
+        for upstream in self.cut():
+            _hang_up(upstream)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Close ``sock`` now (shutdown first: a thread blocked in recv() would keep it open)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def test_page_rejoins_once_the_lost_connection_lets_go_of_the_name(chat: Chat, new_page: Any) -> None:
+    proxy = CuttableProxy(chat.port)
+    try:
+        alice = new_page(f"http://127.0.0.1:{proxy.port}/")
+        bob = new_page(chat.url)
+        joined(alice, "alice")
+        joined(bob, "bob")
+
+        held = proxy.cut()  # the page's connection is gone; the server does not know yet
+        expect(alice.locator("#status")).to_have_text(RECONNECTING)
+        expect(alice.locator("#log li.notice").last).to_have_text("Connection lost.")
+        expect(alice.locator("#status")).to_have_text("reconnected", timeout=RECONNECT_MS)
+        expect(alice.locator("#log li.notice").last).to_have_text(
+            "Your name is still held by the lost connection; trying again in 3 s…"
+        )
+        expect(alice.locator("#send-button")).to_be_disabled()
+
+        for sock in held:  # the server notices the old connection is gone: alice leaves
+            _hang_up(sock)
+        expect(bob.locator("#log li.notice").last).to_have_text("alice left.")
+        expect(alice.locator("#log li.notice").last).to_have_text(
+            "Reconnected: you are in the chat again as alice.", timeout=RECONNECT_MS
+        )
+        expect(bob.locator("#log li.notice").last).to_have_text("alice joined.")
+        say(alice, "back")
+        expect(bob.locator("#log li.message").last).to_have_text("aliceback")
+    finally:
+        proxy.close()
+
+
+def test_page_shows_the_message_length_limit(chat: Chat, new_page: Any) -> None:
+    limit = wsline_chat.MAX_TEXT_LENGTH
+    alice = new_page(chat.url)
+    bob = new_page(chat.url)
+    joined(alice, "alice")
+    joined(bob, "bob")
+    counter = alice.locator("#counter")
+
+    assert alice.get_attribute("#message", "maxlength") == str(limit)
+    alice.fill("#message", "x" * (limit // 2))
+    expect(counter).to_be_hidden()  # nothing to say far from the limit
+    alice.fill("#message", "x" * (limit - 100))
+    expect(counter).to_have_text(f"{limit - 100} / {limit} characters")
+
+    # Longer text stops at the limit, and the page says so rather than cutting it silently.
+    alice.fill("#message", "y" * (limit + 500))
+    expect(alice.locator("#message")).to_have_value("y" * limit)
+    expect(counter).to_have_text(f"{limit} / {limit} characters: the limit; the text was cut to fit")
+    alice.press("#message", "Enter")
+    expect(bob.locator("#log li.message").last).to_have_text("alice" + "y" * limit)
+    expect(counter).to_be_hidden()
+
+    # Text that is too long anyway (put there by a script): the server refuses it, the page
+    # shows why and gives the text back.
+    alice.eval_on_selector("#message", f"(input) => {{ input.value = 'z'.repeat({limit + 1}); }}")
+    alice.press("#message", "Enter")
+    expect(alice.locator("#message-error")).to_have_text(
+        f"That message is too long (at most {limit} characters)."
+    )
+    expect(alice.locator("#message")).to_have_value("z" * (limit + 1))
+    expect(counter).to_have_text(f"{limit + 1} / {limit} characters: 1 too many")
+    expect(bob.locator("#log li.message")).to_have_count(1)

@@ -227,7 +227,11 @@ def test_chat_page(chat: Chat) -> None:
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     page = body.decode("utf-8")
     assert "<title>wsline chat</title>" in page
-    assert 'new WebSocket(scheme + location.host + "/ws")' in page
+    assert '+ location.host + "/ws";' in page and "new WebSocket(url)" in page
+    # The fields stop where the server does (filled in from the server's constants).
+    assert f'id="message" maxlength="{wsline_chat.MAX_TEXT_LENGTH}"' in page
+    assert f'id="name" maxlength="{wsline_chat.MAX_NAME_LENGTH}"' in page
+    assert "%MAX_" not in page
     # No external resources: nothing loaded from another host, and the CSP forbids it anyway.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "default-src 'none'" in headers["Content-Security-Policy"]

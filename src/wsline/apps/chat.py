@@ -27,6 +27,12 @@ puts the chat in a room of a :class:`wsline.hub.Hub`, or of a
 By default upgrade requests must come from the page's own origin (a foreign
 ``Origin`` gets 403 at the handshake); requests without ``Origin`` (command
 line clients) are let through.
+
+The page (``static/chat.html``) reconnects by itself when its connection
+drops (waiting 1, 2, 3, 5 ... 30 s, and saying so), joins again under the
+same name (retrying while the server still holds the name for the lost
+connection), and stops its fields at :data:`MAX_NAME_LENGTH` and
+:data:`MAX_TEXT_LENGTH`, with a counter near the limit.
 """
 
 from __future__ import annotations
@@ -255,8 +261,15 @@ def decode(message: str | bytes) -> Event | None:
 
 
 def chat_page() -> bytes:
-    """The chat page (``wsline/apps/static/chat.html``)."""
-    return resources.files("wsline.apps").joinpath("static").joinpath("chat.html").read_bytes()
+    """The chat page (``wsline/apps/static/chat.html``), with the server's limits filled in.
+
+    The page's fields stop at :data:`MAX_NAME_LENGTH` and :data:`MAX_TEXT_LENGTH`
+    (``maxlength="%MAX_TEXT_LENGTH%"`` in the file) and it says so when one is reached.
+    """
+    page = resources.files("wsline.apps").joinpath("static").joinpath("chat.html").read_text("utf-8")
+    for name, value in (("MAX_NAME_LENGTH", MAX_NAME_LENGTH), ("MAX_TEXT_LENGTH", MAX_TEXT_LENGTH)):
+        page = page.replace(f"%{name}%", str(value))
+    return page.encode("utf-8")
 
 
 #: Headers of the page: no resources from anywhere else, no framing by other sites.
