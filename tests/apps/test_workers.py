@@ -1,9 +1,15 @@
-"""`--workers N`: N relay processes share one port (SO_REUSEPORT) and one Redis."""
+"""`--workers N`: N relay or chat processes share one port (SO_REUSEPORT) and one Redis.
+
+The parent process speaks for them: one banner once they all listen, one
+"shutting down", and an error they all hit (the port is taken, Redis is
+unreachable) said once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +20,11 @@ from pathlib import Path
 import pytest
 
 import wsline
+
+# The redis-server fixture lives with the RedisHub tests (tests/aio); this makes it
+# importable when tests/apps runs on its own too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aio"))
+from test_examples import Process
 from test_redis_hub import SRC, RedisServer, free_port, redis_server  # noqa: F401 - fixture
 
 HOST = "127.0.0.1"
@@ -107,3 +118,54 @@ def test_workers_need_redis_and_a_fixed_port(args: list[str]) -> None:
     )
     assert result.returncode != 0
     assert b"redis" in result.stderr.lower() or b"port" in result.stderr.lower()
+
+
+READY = re.compile(r"(relay|chat) on .* sharing rooms over redis://\S+ in (\d) worker processes; ")
+
+
+@pytest.mark.parametrize("command", ["relay", "chat"])
+def test_workers_print_one_banner_and_one_shutdown(
+    command: str,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    port = free_port()
+    proc = Process("-m", "wsline", command, "--port", str(port), "--redis", redis_server.url, "--workers=3")
+    match = proc.wait_for_line(READY)
+    assert match.group(1) == command and match.group(2) == "3"
+    assert f"127.0.0.1:{port}/" in match.string
+    assert len(_children(proc.popen.pid)) >= 3  # and multiprocessing's resource tracker
+    time.sleep(0.5)  # nothing more comes from the workers
+    assert proc.stop() == 0, proc.describe()
+    assert len(proc.stdout) == 2, proc.describe()
+    assert proc.stdout[1] == "shutting down\n"
+    assert _quiet(proc.stderr) == [], proc.describe()
+
+
+def test_workers_port_taken_said_once(redis_server: RedisServer) -> None:  # noqa: F811
+    with socket.create_server((HOST, 0)) as taken:  # no SO_REUSEPORT: nobody else gets the port
+        port = taken.getsockname()[1]
+        args = ("chat", "--port", str(port), "--redis", redis_server.url, "--workers", "3")
+        proc = Process("-m", "wsline", *args)
+        assert proc.wait(30) == 1, proc.describe()
+    assert proc.stdout == [], proc.describe()
+    errors = _quiet(proc.stderr)
+    assert len(errors) == 1 and re.match(r"error: .*address already in use", errors[0], re.I), proc.describe()
+
+
+def test_workers_unreachable_redis_said_once() -> None:
+    url = f"redis://{HOST}:{free_port()}/0"
+    proc = Process("-m", "wsline", "relay", "--port", str(free_port()), "--redis", url, "--workers", "3")
+    assert proc.wait(30) == 1, proc.describe()
+    assert proc.stdout == [], proc.describe()
+    errors = _quiet(proc.stderr)
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot reach Redis at {url}: "), proc.describe()
+
+
+def _quiet(stderr: list[str]) -> list[str]:
+    """stderr without the redis package's deprecation warning (two lines per process).
+
+    The warning comes from wsline.hub_redis handing redis's asyncio client a
+    synchronous ``Retry``; it is not the runner's to silence.
+    """
+    lines = [line for line in stderr if "_to_async_retry(retry)" not in line]
+    return [line for line in lines if "A synchronous redis.retry.Retry was passed" not in line]

@@ -236,7 +236,7 @@ def test_parse_request_non_ascii_target() -> None:
     assert info.value.status == 400
 
 
-@pytest.mark.parametrize("version", ["1.0", "0.9", "2.0", "3.1"])
+@pytest.mark.parametrize("version", ["0.9", "2.0", "3.1"])
 def test_parse_request_unsupported_http_version(version: str) -> None:
     with pytest.raises(HandshakeRejected) as info:
         parse_request(make_head(VALID_HEADERS, f"GET /chat HTTP/{version}"))
@@ -314,9 +314,15 @@ def test_check_request_non_get(method: str) -> None:
     assert ("Allow", "GET") in exc.headers
 
 
+def test_parse_request_accepts_http_1_0() -> None:
+    # Plain HTTP/1.0 requests are answered (RFC 9112 allows them)...
+    assert parse_request(make_head(VALID_HEADERS, "GET /chat HTTP/1.0")).version == (1, 0)
+
+
 def test_check_request_http_1_0_rejected_505() -> None:
+    # ...but a WebSocket handshake needs HTTP/1.1 (RFC 6455 4.1).
     with pytest.raises(HandshakeRejected) as info:
-        parse_request(make_head(VALID_HEADERS, "GET /chat HTTP/1.0"))
+        check_request(parse_request(make_head(VALID_HEADERS, "GET /chat HTTP/1.0")))
     assert info.value.status == 505
 
 

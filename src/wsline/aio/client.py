@@ -12,26 +12,13 @@ from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence, c
 from .._version import __version__
 from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError, ProxyError
 from ..protocol import deflate as pmd
-from ..protocol.connection import Connection
-from ..protocol.handshake import (
-    WSURI,
-    Headers,
-    Request,
-    Response,
-    build_request,
-    check_response,
-    decode_chunked,
-    generate_key,
-    parse_response,
-    parse_uri,
-)
+from ..protocol.client import ClientHandshake, ClientOptions, headers_from
+from ..protocol.handshake import WSURI, parse_uri
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from .connection import ProtocolBase, WebSocket, set_nodelay
 
 __all__ = ["connect"]
 
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 64 * 1024
 
 
 _logger = logging.getLogger("wsline.client")
@@ -51,72 +38,35 @@ def _retriable(exc: BaseException) -> bool:
 
 
 class _ClientProtocol(ProtocolBase):
-    def __init__(self, request_bytes: bytes) -> None:
-        self._request_bytes = request_bytes
-        self._head = bytearray()
-        self._response: Response | None = None
-        self._body_needed = 0
-        self._chunked = False
-        self.done: asyncio.Future[tuple[Response, bytes]] = asyncio.get_running_loop().create_future()
+    """Runs the opening handshake (in :class:`ClientHandshake`); the transport then carries the WebSocket."""
+
+    def __init__(self, handshake: ClientHandshake) -> None:
+        self.handshake = handshake
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport = transport
         set_nodelay(transport)
-        transport.write(self._request_bytes)
+        transport.write(self.handshake.data_to_send())
 
     def handshake_data(self, data: memoryview) -> None:
-        head = self._head
-        scan_from = max(0, len(head) - 3)
-        head += data
         if self.done.done():
             return
-        if self._response is None:
-            end = head.find(b"\r\n\r\n", scan_from)
-            if end < 0:
-                if len(head) > _MAX_HEAD:
-                    self._fail(InvalidHandshake("the server's response head is too large"))
-                return
-            try:
-                response = parse_response(bytes(head[:end]))
-            except InvalidHandshake as exc:
-                self._fail(exc)
-                return
-            del head[: end + 4]
-            self._response = response
-            if response.status == 101:
-                assert self.transport is not None
-                self.transport.pause_reading()
-                self.done.set_result((response, bytes(head)))
-                head.clear()
-                return
-            status = response.status
-            codings = ",".join(response.headers.get_all("Transfer-Encoding")).lower()
-            length = response.headers.get("Content-Length")
-            if status < 200 or status in (204, 304):
-                self._body_needed = 0
-            elif "chunked" in codings:
-                self._chunked = True
-                self._body_needed = _MAX_BODY
-            elif length is not None and length.isdigit():
-                self._body_needed = min(int(length), _MAX_BODY)
-            else:
-                self._body_needed = _MAX_BODY  # read until the server closes
-        if self._chunked:
-            body = decode_chunked(head)
-            if body is not None or len(head) >= _MAX_BODY:
-                self._finish_rejected(body)
-        elif len(head) >= self._body_needed:
-            self._finish_rejected()
-
-    def _finish_rejected(self, body: bytes | None = None) -> None:
-        response = self._response
-        assert response is not None
-        if not self.done.done():
-            response.body = body if body is not None else bytes(self._head[: self._body_needed])
-            self.done.set_result((response, b""))
-        if self.transport is not None:
-            self.transport.close()
+        try:
+            opened = self.handshake.receive_data(data)
+        except InvalidStatus as exc:  # a refusal, whole: nothing more to read
+            self.done.set_exception(exc)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        except InvalidHandshake as exc:
+            self._fail(exc)
+            return
+        if opened:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.done.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
         if not self.done.done():
@@ -126,13 +76,10 @@ class _ClientProtocol(ProtocolBase):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
-            if self._response is not None:
-                self._finish_rejected(decode_chunked(self._head, partial=True) if self._chunked else None)
-            else:
-                detail = f": {exc}" if exc else ""
-                self.done.set_exception(
-                    InvalidHandshake(f"the server closed the connection during the opening handshake{detail}")
-                )
+            try:
+                self.handshake.receive_eof(str(exc) if exc else "")
+            except InvalidHandshake as error:
+                self.done.set_exception(error)
         super().connection_lost(exc)
 
 
@@ -250,28 +197,25 @@ class connect:
         self._wsuri: WSURI = parse_uri(uri)
         if ssl and not self._wsuri.secure:
             raise ValueError("ssl= was given for a ws:// URI; use wss://")
-        self.subprotocols = list(subprotocols or [])
-        if headers is None:
-            self.headers: list[tuple[str, str]] = []
-        elif isinstance(headers, Mapping):
-            self.headers = list(headers.items())
-        else:
-            self.headers = list(headers)
-        self.origin = origin
-        self.deflate = (deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None
-        self.open_timeout = open_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        self.max_size = max_size
-        self.max_queue = max_queue
-        self.write_limit = write_limit
+        self.options = ClientOptions(
+            subprotocols=tuple(subprotocols or ()),
+            headers=headers_from(headers),
+            origin=origin,
+            deflate=(deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None,
+            user_agent=user_agent,
+            max_size=max_size,
+            max_queue=max_queue,
+            write_limit=write_limit,
+            open_timeout=open_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+        )
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.sock = sock
         self.host = host
         self.port = port
-        self.user_agent = user_agent
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.backoff_factor = backoff_factor
@@ -331,30 +275,21 @@ class connect:
             await self._ws.close()
 
     async def _connect(self) -> WebSocket:
-        if self.open_timeout is None:
+        open_timeout = self.options.open_timeout
+        if open_timeout is None:
             return await self._open()
         try:
-            return await asyncio.wait_for(self._open(), self.open_timeout)
+            return await asyncio.wait_for(self._open(), open_timeout)
         except asyncio.TimeoutError:
             via = f" via proxy {self.proxy}" if self.proxy is not None else ""
             raise TimeoutError(
-                f"opening handshake with {self.uri}{via} timed out after {self.open_timeout:g} s"
+                f"opening handshake with {self.uri}{via} timed out after {open_timeout:g} s"
             ) from None
 
     async def _open(self) -> WebSocket:
         loop = asyncio.get_running_loop()
         wsuri = self._wsuri
-        key = generate_key()
-        offer = pmd.client_offer(self.deflate) if self.deflate is not None else None
-        request_bytes = build_request(
-            wsuri,
-            key,
-            subprotocols=self.subprotocols,
-            extensions=offer,
-            origin=self.origin,
-            extra_headers=self.headers,
-            user_agent=self.user_agent,
-        )
+        handshake = ClientHandshake(wsuri, self.options)
         ssl_context: ssl_module.SSLContext | None = None
         if wsuri.secure:
             if isinstance(self.ssl, ssl_module.SSLContext):
@@ -365,7 +300,7 @@ class connect:
         if ssl_context is not None:
             kwargs["ssl"] = ssl_context
             kwargs["server_hostname"] = self.server_hostname or wsuri.host
-        protocol = _ClientProtocol(request_bytes)
+        protocol = _ClientProtocol(handshake)
         transport: asyncio.Transport
         try:
             if self.proxy is not None:
@@ -384,46 +319,29 @@ class connect:
                 f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}"
             ) from exc
         try:
-            response, rest = await protocol.done
+            await protocol.done
         except BaseException:
             transport.abort()
             raise
-        if response.status != 101:
-            transport.close()
-            raise InvalidStatus(response.status, response.reason, response.headers.items(), response.body)
-        try:
-            subprotocol = check_response(response, key, self.subprotocols)
-            deflate = None
-            ext_values = response.headers.get_all("Sec-WebSocket-Extensions")
-            if ext_values:
-                if self.deflate is None:
-                    raise InvalidHandshake("the server accepted an extension we did not offer")
-                deflate = pmd.client_negotiate(ext_values, self.deflate)
-        except InvalidHandshake:
-            transport.abort()
-            raise
-        core = Connection(
-            True,
-            max_size=self.max_size,
-            deflate=deflate,
-            compress_threshold=self.deflate.threshold if self.deflate is not None else 0,
-            defer_close_reply=True,
-        )
-        request = Request("GET", wsuri.resource, Headers(_request_headers(request_bytes)))
+        core = handshake.connection
+        response = handshake.response
+        assert core is not None and response is not None
+        options = self.options
         ws = WebSocket(
             transport,
             core,
-            request=request,
+            request=handshake.request,
             response=response,
-            subprotocol=subprotocol,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            close_timeout=self.close_timeout,
-            max_queue=self.max_queue,
-            write_limit=self.write_limit,
+            subprotocol=handshake.subprotocol,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            close_timeout=options.close_timeout,
+            max_queue=options.max_queue,
+            write_limit=options.write_limit,
         )
-        transport.set_write_buffer_limits(high=self.write_limit)
+        transport.set_write_buffer_limits(high=options.write_limit)
         protocol.ws = ws
+        rest = handshake.trailing_data()
         if rest:
             ws._feed(memoryview(rest))
         if not ws._reading_paused:
@@ -448,7 +366,7 @@ class connect:
                     retriable=True,
                 ) from exc
             host = str(infos[0][4][0])
-        tunnel = _TunnelProtocol(TunnelHandshake(proxy, host, port, self.user_agent))
+        tunnel = _TunnelProtocol(TunnelHandshake(proxy, host, port, self.options.user_agent))
         proxy_kwargs: dict[str, Any] = {}
         if proxy.tls:
             proxy_kwargs["ssl"] = self.proxy_ssl or ssl_module.create_default_context()
@@ -492,13 +410,3 @@ class connect:
             transport.abort()
             raise
         return transport
-
-
-def _request_headers(request_bytes: bytes) -> list[tuple[str, str]]:
-    lines = request_bytes.decode("latin-1").split("\r\n")[1:]
-    out = []
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            out.append((name, value.strip()))
-    return out

@@ -6,25 +6,15 @@ import asyncio
 import collections
 import inspect
 import logging
-import re
 import socket
 import ssl as ssl_module
 from typing import Any, AsyncIterator, Awaitable, Callable, Generator, NamedTuple, Sequence, Union, cast
 
-from .._version import __version__
-from ..errors import ConnectionClosed, HandshakeRejected, NegotiationError
+from ..errors import ConnectionClosed, HandshakeRejected
 from ..protocol import deflate as pmd
-from ..protocol.connection import Connection
-from ..protocol.handshake import (
-    Headers,
-    Request,
-    Response,
-    accept_response,
-    build_response,
-    check_request,
-    parse_request,
-    reject_response,
-)
+from ..protocol.handshake import reject_response
+from ..protocol.http11 import NEED_DATA, Data, EndOfMessage, Request, RequestParser, Response
+from ..protocol.server import DEFAULT_SERVER_HEADER, SelectSubprotocol, ServerHandshake, ServerOptions
 from .connection import DEBUG, ProtocolBase, WebSocket, _debug_enabled, _next_id, set_nodelay
 from .listener import Listener
 
@@ -35,7 +25,6 @@ logger = logging.getLogger("wsline.server")
 Handler = Callable[[WebSocket], Awaitable[Any]]
 ProcessRequest = Callable[[Request], Union[Response, Awaitable[Union[Response, None]], None]]
 HttpHandler = Callable[[Request], Union[Response, Awaitable[Response]]]
-SelectSubprotocol = Callable[[Request, Sequence[str]], Union[str, None]]
 
 
 class ConnectionInfo(NamedTuple):
@@ -110,32 +99,24 @@ class ErrorChannel:
         return await self.get()
 
 
-class _Options:
-    """Per-server settings (never process-global)."""
+class _Hooks:
+    """The application's side of one server: what runs for requests and connections."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.__dict__.update(kwargs)
+    __slots__ = ("check_upgrade", "handler", "http_handler", "listener", "process_request")
 
-    handler: Handler
-    listener: type[Listener] | None
-    subprotocols: Sequence[str] | None
-    select_subprotocol: SelectSubprotocol | None
-    origins: Sequence[str | None] | None
-    process_request: ProcessRequest | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    open_timeout: float | None
-    close_timeout: float
-    max_size: int | None
-    max_queue: int | None
-    write_limit: int
-    deflate: pmd.DeflateConfig | None
-    max_header_size: int
-    max_body_size: int
-    max_connections_per_client: int | None
-    http_handler: HttpHandler | None
-    check_upgrade: Callable[[Request], Response | None] | None
-    server_header: str | None
+    def __init__(
+        self,
+        handler: Handler | type[Listener],
+        listener: type[Listener] | None,
+        process_request: ProcessRequest | None,
+        http_handler: HttpHandler | None,
+        check_upgrade: Callable[[Request], Response | None] | None,
+    ) -> None:
+        self.handler = handler
+        self.listener = listener
+        self.process_request = process_request
+        self.http_handler = http_handler
+        self.check_upgrade = check_upgrade
 
 
 class _Disconnected(Exception):
@@ -143,18 +124,25 @@ class _Disconnected(Exception):
 
 
 class _ServerProtocol(ProtocolBase):
-    """One server connection: HTTP/1.1 requests until an upgrade, then WebSocket."""
+    """One server connection: HTTP/1.1 requests until an upgrade, then WebSocket.
+
+    The requests are read by the sans-I/O :class:`~wsline.protocol.http11.RequestParser`
+    and the upgrade is checked by :class:`~wsline.protocol.server.ServerHandshake`;
+    this class only moves bytes, runs the hooks and keeps the timer.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.opts = server._opts
+        self.hooks = server._hooks
         self.conn_id = _next_id()
-        self._inbuf = bytearray()
+        self._parser = RequestParser(self.opts.limits)
+        # The parser's first answer, got while no task ran yet (an event or its error).
+        self._pending: object = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = False
-        self._eof = False
         self._http_paused = False  # the peer does not read our HTTP responses
         self._loop: asyncio.AbstractEventLoop = server._loop
         self._client_ip: str | None = None
@@ -181,8 +169,8 @@ class _ServerProtocol(ProtocolBase):
                 return
             server._per_client[ip] = count + 1
             self._client_ip = ip
-        # No task yet: it starts when a whole request head is in (or too much
-        # arrived without one), so a handshake costs no wait-for-data round.
+        # No task yet: it starts when a whole request head is in (or the
+        # request is refused), so a handshake costs no wait-for-data round.
         self._start_timer(True)
 
     def _start_task(self) -> None:
@@ -193,14 +181,19 @@ class _ServerProtocol(ProtocolBase):
         task.add_done_callback(server._tasks.discard)
 
     def handshake_data(self, data: memoryview) -> None:
-        inbuf = self._inbuf
-        seen = len(inbuf)
-        inbuf += data
+        parser = self._parser
+        parser.feed(data)
         if self._task is None:
-            if inbuf.find(b"\r\n\r\n", max(0, seen - 3)) < 0 and len(inbuf) <= self.opts.max_header_size:
-                return
+            try:
+                event = parser.next_event()
+            except HandshakeRejected as exc:
+                self._pending = exc
+            else:
+                if event is NEED_DATA:
+                    return
+                self._pending = event
             self._start_task()
-        if len(inbuf) > self.opts.max_header_size + 65536 and self.transport is not None:
+        elif parser.buffered > self.opts.max_header_size + 65536 and self.transport is not None:
             self.transport.pause_reading()  # _wait_data resumes when more is needed
         self._wake()
 
@@ -216,7 +209,9 @@ class _ServerProtocol(ProtocolBase):
         super().resume_writing()
 
     def eof_received(self) -> bool | None:
-        self._eof = True
+        if self.ws is not None:
+            return None  # the WebSocket learns of it in connection_lost
+        self._parser.feed_eof()
         if self._task is None:
             return None  # nothing was asked: close the transport
         self._wake()
@@ -252,15 +247,13 @@ class _ServerProtocol(ProtocolBase):
     def _start_timer(self, first: bool) -> None:
         self._cancel_timer()
         if self.opts.open_timeout is not None:
-            self._timer = self._loop.call_later(
-                self.opts.open_timeout, self._timed_out, first
-            )
+            self._timer = self._loop.call_later(self.opts.open_timeout, self._timed_out, first)
 
     def _timed_out(self, first: bool) -> None:
         self._timer = None
         if self.ws is not None or self.transport is None or self._lost:
             return
-        if not first and not self._inbuf:
+        if not first and not self._parser.buffered:
             self.transport.close()  # an idle keep-alive connection
             return
         logger.info("[%s] request timed out", self.conn_id)
@@ -268,13 +261,13 @@ class _ServerProtocol(ProtocolBase):
 
     def _respond(self, response: Response) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(build_response(response))
+            self.transport.write(self.server._handshake.serialize(response, None, False))
             self.transport.close()
 
     # ------------------------------------------------------------- reading
 
     async def _wait_data(self) -> None:
-        if self._lost or self._eof:
+        if self._lost:
             raise _Disconnected
         assert self.transport is not None
         self.transport.resume_reading()
@@ -289,81 +282,32 @@ class _ServerProtocol(ProtocolBase):
         self._waiter = waiter
         await waiter
 
-    async def _read_head(self) -> bytes:
-        limit = self.opts.max_header_size
-        buf = self._inbuf
-        scan = 0
+    async def _next_event(self) -> object:
+        """The parser's next event (a request head, body data, its end, or CLOSED), waiting for bytes."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if isinstance(pending, HandshakeRejected):
+                raise pending
+            return pending
+        parser = self._parser
         while True:
-            end = buf.find(b"\r\n\r\n", scan)
-            if end >= 0:
-                if end > limit:
-                    break
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                return head
-            if len(buf) > limit:
-                break
-            scan = max(0, len(buf) - 3)
+            event = parser.next_event()
+            if event is not NEED_DATA:
+                return event
             await self._wait_data()
-        raise HandshakeRejected(431, f"request head larger than {limit} bytes")
 
-    async def _read_body(self, request: Request) -> bytes:
-        headers = request.headers
-        if headers.get("Transfer-Encoding") is not None:
-            codings = [c.strip().lower() for c in ",".join(headers.get_all("Transfer-Encoding")).split(",")]
-            if codings != ["chunked"]:
-                raise HandshakeRejected(501, "unsupported Transfer-Encoding")
-            return await self._read_chunked()
-        lengths = headers.get_all("Content-Length")
-        if not lengths:
-            return b""
-        if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0]):
-            raise HandshakeRejected(400, "invalid Content-Length")
-        length = int(lengths[0])
-        if length > self.opts.max_body_size:
-            raise HandshakeRejected(413, f"request body larger than {self.opts.max_body_size} bytes")
-        while len(self._inbuf) < length:
-            await self._wait_data()
-        body = bytes(self._inbuf[:length])
-        del self._inbuf[:length]
-        return body
-
-    async def _read_chunked(self) -> bytes:
-        body = bytearray()
-        buf = self._inbuf
+    async def _read_body(self) -> bytes:
+        """The body of the current request, to its end (the parser enforces ``max_body_size``)."""
+        chunks: list[bytes] = []
         while True:
-            end = buf.find(b"\r\n")
-            while end < 0:
-                if len(buf) > 1024:
-                    raise HandshakeRejected(400, "malformed chunk size line")
-                await self._wait_data()
-                end = buf.find(b"\r\n")
-            size_text = bytes(buf[:end]).split(b";", 1)[0].strip()
-            if not _HEXDIGITS.fullmatch(size_text):
-                raise HandshakeRejected(400, "malformed chunk size")
-            size = int(size_text, 16)
-            del buf[: end + 2]
-            if len(body) + size > self.opts.max_body_size:
-                raise HandshakeRejected(413, f"request body larger than {self.opts.max_body_size} bytes")
-            if size == 0:
-                # Skip trailers up to the empty line.
-                while True:
-                    end = buf.find(b"\r\n")
-                    while end < 0:
-                        if len(buf) > self.opts.max_header_size:
-                            raise HandshakeRejected(431, "trailers too large")
-                        await self._wait_data()
-                        end = buf.find(b"\r\n")
-                    line = bytes(buf[:end])
-                    del buf[: end + 2]
-                    if not line:
-                        return bytes(body)
-            while len(buf) < size + 2:
-                await self._wait_data()
-            if buf[size : size + 2] != b"\r\n":
-                raise HandshakeRejected(400, "malformed chunk")
-            body += buf[:size]
-            del buf[: size + 2]
+            event = await self._next_event()
+            if isinstance(event, Data):
+                chunks.append(event.data)
+            elif isinstance(event, EndOfMessage):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            else:  # pragma: no cover - the parser ends every body with EndOfMessage
+                raise HandshakeRejected(400, "incomplete request body")
 
     # ------------------------------------------------------------- the request loop
 
@@ -382,7 +326,7 @@ class _ServerProtocol(ProtocolBase):
             return
         finally:
             self._cancel_timer()
-        if ws is not None and self.opts.listener is None:
+        if ws is not None and self.hooks.listener is None:
             await self._run_handler(ws)
 
     def _info(self) -> ConnectionInfo:
@@ -392,39 +336,47 @@ class _ServerProtocol(ProtocolBase):
     async def _serve_requests(self) -> WebSocket | None:
         """Answer HTTP requests until one upgrades (returns the WebSocket) or the connection ends."""
         first = True
+        handshake = self.server._handshake
+        parser = self._parser
         while True:
             if not first:  # the first request's timer runs since connection_made
                 self._start_timer(first)
             self.request = None
             keep_alive = False
             try:
-                head = await self._read_head()
-                request = parse_request(head)
+                event = await self._next_event()
+                if not isinstance(event, Request):  # CLOSED: the client ended a keep-alive connection
+                    if self.transport is not None:
+                        self.transport.close()
+                    return None
+                request = event
                 request.remote_address = self.remote_address
                 self.request = request
-                if not request.is_upgrade:
-                    request.body = await self._read_body(request)
+                upgrade = request.is_upgrade
+                request.body = await self._read_body()
+                if not upgrade:
                     self._cancel_timer()  # the request is in; the handler may take its time
                 response = await self._gate(request)
                 if response is None:
-                    if request.is_upgrade:
+                    if upgrade:
                         upgraded = await self._upgrade(request)
                         if not isinstance(upgraded, Response):
                             return upgraded
                         response = upgraded
                     else:
                         response = await self._http(request)
-                keep_alive = _keep_alive(request, response)
+                keep_alive = handshake.keep_alive(request, response, parser.keep_alive)
             except HandshakeRejected as exc:
                 logger.info("[%s] rejected request: %d %s", self.conn_id, exc.status, exc.reason)
                 response = reject_response(exc.status, exc.reason + "\n", exc.headers)
             if self._lost:
                 return None
             assert self.transport is not None
-            self._write_response(response, self.request, keep_alive)
+            self.transport.write(handshake.serialize(response, self.request, keep_alive))
             if not keep_alive:
                 self.transport.close()
                 return None
+            parser.start_next()
             # A client that sends requests but does not read the answers gets
             # no more answers (nor reads) until it catches up.
             while self._http_paused and not self._lost:
@@ -433,25 +385,9 @@ class _ServerProtocol(ProtocolBase):
                 return None
             first = False
 
-    def _write_response(self, response: Response, request: Request | None, keep_alive: bool) -> None:
-        assert self.transport is not None
-        headers = Headers(response.headers.items())  # the handler's Response stays untouched
-        if "Content-Length" not in headers and response.status >= 200 and response.status not in (204, 304):
-            headers.add("Content-Length", str(len(response.body)))
-        if not keep_alive and "Connection" not in headers:
-            headers.add("Connection", "close")
-        if self.opts.server_header and "Server" not in headers:
-            headers.add("Server", self.opts.server_header)
-        body = response.body
-        if request is not None and request.method == "HEAD":
-            response = Response(response.status, response.reason, headers)
-        else:
-            response = Response(response.status, response.reason, headers, body)
-        self.transport.write(build_response(response))
-
     async def _gate(self, request: Request) -> Response | None:
         """Run ``process_request``; a Response it returns answers the request."""
-        hook = self.opts.process_request
+        hook = self.hooks.process_request
         if hook is None:
             return None
         try:
@@ -469,7 +405,7 @@ class _ServerProtocol(ProtocolBase):
         return result
 
     async def _http(self, request: Request) -> Response:
-        handler = self.opts.http_handler
+        handler = self.hooks.http_handler
         if handler is None:
             raise HandshakeRejected(
                 426,
@@ -492,43 +428,23 @@ class _ServerProtocol(ProtocolBase):
 
     async def _upgrade(self, request: Request) -> WebSocket | Response | None:
         assert self.transport is not None
-        opts = self.opts
-        if opts.check_upgrade is not None:
-            refusal = opts.check_upgrade(request)
+        hooks = self.hooks
+        if hooks.check_upgrade is not None:
+            refusal = hooks.check_upgrade(request)
             if refusal is not None:
                 return refusal
-        key = check_request(request)
-        if opts.origins is not None and request.origin not in opts.origins:
-            raise HandshakeRejected(403, f"origin {request.origin!r} is not allowed")
-        subprotocol = self._select_subprotocol(request)
-        extensions, deflate = None, None
-        ext_values = request.headers.get_all("Sec-WebSocket-Extensions")
-        if opts.deflate is not None and ext_values:
-            try:
-                negotiated = pmd.server_negotiate(ext_values, opts.deflate)
-            except NegotiationError as exc:
-                raise HandshakeRejected(400, str(exc)) from None
-            if negotiated is not None:
-                extensions, deflate = negotiated
+        accepted = self.server._handshake.accept(request)
         if self._lost:
             return None
         self._cancel_timer()
-        extra = [("Server", opts.server_header)] if opts.server_header else []
-        response = accept_response(key, subprotocol, extensions, extra)
-        self.transport.write(build_response(response))
-        core = Connection(
-            False,
-            max_size=opts.max_size,
-            deflate=deflate,
-            compress_threshold=opts.deflate.threshold if opts.deflate is not None else 0,
-            defer_close_reply=True,
-        )
+        self.transport.write(accepted.data)
+        opts = self.opts
         ws = WebSocket(
             self.transport,
-            core,
+            accepted.connection,
             request=request,
-            response=response,
-            subprotocol=subprotocol,
+            response=accepted.response,
+            subprotocol=accepted.subprotocol,
             ping_interval=opts.ping_interval,
             ping_timeout=opts.ping_timeout,
             close_timeout=opts.close_timeout,
@@ -540,29 +456,14 @@ class _ServerProtocol(ProtocolBase):
         request.headers._index = None  # rebuilt if the application looks a header up; ~1 KB idle
         if _debug_enabled(DEBUG):
             ws.logger.debug("connection open: %s", request.path)  # not the query: it may hold tokens
-        if opts.listener is not None:
-            self._start_listener(ws, opts.listener)
-        if self._inbuf:
-            rest, self._inbuf = self._inbuf, bytearray()
+        if hooks.listener is not None:
+            self._start_listener(ws, hooks.listener)
+        rest = self._parser.trailing_data()
+        if rest:
             ws._feed(memoryview(rest))
         if not ws._reading_paused:
             self.transport.resume_reading()
         return ws
-
-    def _select_subprotocol(self, request: Request) -> str | None:
-        offered = request.subprotocols
-        opts = self.opts
-        if opts.select_subprotocol is not None:
-            chosen = opts.select_subprotocol(request, offered)
-            if chosen is not None and chosen not in offered:
-                raise HandshakeRejected(500, f"select_subprotocol chose {chosen!r}, which was not offered")
-            return chosen
-        if not offered or not opts.subprotocols:
-            return None
-        for name in opts.subprotocols:
-            if name in offered:
-                return name
-        return None
 
     def _start_listener(self, ws: WebSocket, cls: type[Listener]) -> None:
         """The callback API: attach a new listener before any message is fed."""
@@ -586,7 +487,7 @@ class _ServerProtocol(ProtocolBase):
         server = self.server
         server.connections.add(ws)
         try:
-            await self.opts.handler(ws)
+            await cast(Handler, self.hooks.handler)(ws)
         except ConnectionClosed as exc:
             ws.logger.debug("handler ended by closed connection: %s", exc)
         except asyncio.CancelledError:
@@ -603,23 +504,13 @@ class _ServerProtocol(ProtocolBase):
         await ws.close()
 
 
-_DIGITS = re.compile(r"[0-9]{1,18}")
-_HEXDIGITS = re.compile(rb"[0-9A-Fa-f]{1,16}")
-
-
-def _keep_alive(request: Request, response: Response) -> bool:
-    """Whether the connection stays open after this exchange (HTTP/1.1 rules)."""
-    for value in request.headers.get_all("Connection") + response.headers.get_all("Connection"):
-        if "close" in (token.strip().lower() for token in value.split(",")):
-            return False
-    return True
-
-
 class Server:
     """A running WebSocket server. Use as an async context manager, or call :meth:`close`."""
 
-    def __init__(self, opts: _Options, errors_maxlen: int = 100) -> None:
+    def __init__(self, opts: ServerOptions, hooks: _Hooks, errors_maxlen: int = 100) -> None:
         self._opts = opts
+        self._hooks = hooks
+        self._handshake = ServerHandshake(opts)
         self._server: asyncio.Server | None = None
         self._protocols: set[_ServerProtocol] = set()
         self._per_client: dict[str, int] = {}
@@ -748,7 +639,7 @@ def serve(
     sock: socket.socket | None = None,
     reuse_port: bool | None = None,
     backlog: int = 128,
-    server_header: str | None = f"wsline/{__version__}",
+    server_header: str | None = DEFAULT_SERVER_HEADER,
     errors_maxlen: int = 100,
 ) -> _Serve:
     """Start a WebSocket server; ``handler(ws)`` runs for each connection.
@@ -780,40 +671,35 @@ def serve(
     """
     if compression not in ("deflate", None):
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
-    if ping_interval is not None and ping_interval <= 0:
-        raise ValueError("ping_interval must be positive or None")
     listener = handler if isinstance(handler, type) and issubclass(handler, Listener) else None
+    if listener is None and not callable(handler):
+        raise TypeError(f"serve() needs a handler coroutine function or a Listener subclass, not {handler!r}")
     # A router (wsline.http.Router) brings its HTTP routes and WebSocket paths.
     if http_handler is None and listener is None:
         http_handler = getattr(handler, "handle_http", None)
     check_upgrade = getattr(handler, "check_upgrade", None) if listener is None else None
-    deflate_config = (deflate or pmd.DEFAULT_SERVER_CONFIG) if compression == "deflate" else None
-    opts = _Options(
-        handler=handler,
-        listener=listener,
-        subprotocols=subprotocols,
+    opts = ServerOptions(
+        subprotocols=tuple(subprotocols or ()),
+        origins=tuple(origins) if origins is not None else None,
         select_subprotocol=select_subprotocol,
-        origins=origins,
-        process_request=process_request,
+        deflate=(deflate or pmd.DEFAULT_SERVER_CONFIG) if compression == "deflate" else None,
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        max_header_size=max_header_size,
+        max_body_size=max_body_size,
+        max_connections_per_client=max_connections_per_client,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         open_timeout=open_timeout,
         close_timeout=close_timeout,
-        max_size=max_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        deflate=deflate_config,
-        max_header_size=max_header_size,
-        max_body_size=max_body_size,
-        max_connections_per_client=max_connections_per_client,
-        http_handler=http_handler,
-        check_upgrade=check_upgrade,
         server_header=server_header,
     )
+    hooks = _Hooks(handler, listener, process_request, http_handler, check_upgrade)
 
     async def start() -> Server:
         loop = asyncio.get_running_loop()
-        server = Server(opts, errors_maxlen)
+        server = Server(opts, hooks, errors_maxlen)
         if sock is not None:
             server._server = await loop.create_server(
                 lambda: _ServerProtocol(server), sock=sock, ssl=ssl, backlog=backlog

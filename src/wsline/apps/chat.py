@@ -45,14 +45,22 @@ import unicodedata
 from importlib import resources
 from typing import Any, Callable, Protocol
 
-from .._version import __version__
 from ..aio.connection import WebSocket
 from ..aio.router import Router, html_response
 from ..aio.server import Server, _Serve, serve
 from ..gate import same_origin
 from ..hub import Hub as RoomsHub
 from ..protocol.handshake import Request, Response
-from .runner import SubParsers, add_worker_arguments, run_command, url_host, wait_for_signal
+from .runner import (
+    Status,
+    SubParsers,
+    add_worker_arguments,
+    catch_signals,
+    port_number,
+    redacted_url,
+    run_command,
+    url_host,
+)
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -412,10 +420,10 @@ def serve_chat(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The chat server's options: ``--host`` and ``--port``."""
+    """The chat server's options: ``--host``, ``--port``, ``--redis`` and ``--workers``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
+        "--port", type=port_number, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
     )
     add_worker_arguments(parser)
 
@@ -432,18 +440,26 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
 
 
 async def run_until_stopped(
-    host: str, port: int, *, hub: Hub | None = None, reuse_port: bool = False
+    host: str,
+    port: int,
+    *,
+    hub: Hub | None = None,
+    reuse_port: bool = False,
+    status: Status | None = None,
+    via: str = "",
 ) -> None:
-    """Serve the chat until SIGINT or SIGTERM, printing where it is."""
+    """Serve the chat until SIGINT or SIGTERM, saying where it is (``status``: printed by default).
+
+    ``via`` is added to the banner (e.g. ``" sharing rooms over redis://..."``).
+    """
+    status = status if status is not None else Status()
+    stop = catch_signals()
     server: Server
     async with serve_chat(host, port, hub=hub, reuse_port=reuse_port) as server:
         where = f"{url_host(host)}:{server.port}"
-        print(
-            f"wsline {__version__} chat on http://{where}/ (WebSocket at ws://{where}/ws); Ctrl-C stops it",
-            flush=True,
-        )
-        await wait_for_signal()
-        print("shutting down", flush=True)
+        status.ready(f"chat on http://{where}/ (WebSocket at ws://{where}/ws){via}")
+        await stop
+        status.stopping()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -451,12 +467,25 @@ def run(args: argparse.Namespace) -> int:
     return run_command(args, run_with_hub)
 
 
-async def run_with_hub(host: str, port: int, redis_url: str | None = None, reuse_port: bool = False) -> None:
+async def run_with_hub(
+    host: str,
+    port: int,
+    redis_url: str | None = None,
+    reuse_port: bool = False,
+    status: Status | None = None,
+) -> None:
     """Serve the chat until stopped: with a :class:`LocalHub`, or a :class:`RoomHub` over Redis."""
     if not redis_url:
-        await run_until_stopped(host, port, reuse_port=reuse_port)
+        await run_until_stopped(host, port, reuse_port=reuse_port, status=status)
         return
     from ..hub_redis import RedisHub
 
     async with RedisHub(redis_url) as rooms:
-        await run_until_stopped(host, port, hub=RoomHub(rooms), reuse_port=reuse_port)
+        await run_until_stopped(
+            host,
+            port,
+            hub=RoomHub(rooms),
+            reuse_port=reuse_port,
+            status=status,
+            via=f" sharing rooms over {redacted_url(redis_url)}",
+        )

@@ -10,25 +10,35 @@ from typing import Sequence
 from .._version import __version__
 from . import chat, connect, echo, relay
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _COMMANDS = {"echo": echo.run, "connect": connect.run, "chat": chat.run, "relay": relay.run}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m wsline``."""
+_VERBOSE_HELP = "log more: -v for connections (INFO), -vv for frame traces (DEBUG)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m wsline`` parser (``-v`` goes before or after the subcommand)."""
     parser = argparse.ArgumentParser(prog="python -m wsline", description="wsline WebSocket tools")
     parser.add_argument("--version", action="version", version=f"wsline {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: frame traces)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    echo.add_parser(sub)
-    connect.add_parser(sub)
-    chat.add_parser(sub)
-    relay.add_parser(sub)
-    args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * args.verbose
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{echo,connect,chat,relay}")
+    for module in (echo, connect, chat, relay):
+        command = module.add_parser(sub)
+        command.add_argument(
+            "-v", "--verbose", action="count", default=0, dest="verbose_after", help=_VERBOSE_HELP
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m wsline``."""
+    args = build_parser().parse_args(argv)
+    verbose = args.verbose + args.verbose_after
     logging.basicConfig(
-        level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=max(logging.WARNING - 10 * verbose, logging.DEBUG),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         return _COMMANDS[args.command](args)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from importlib import resources
 
-from .._version import __version__
+from ..aio import loop
 from ..aio.connection import WebSocket
 from ..aio.server import serve
 from ..errors import ConnectionClosed
 from ..protocol.handshake import Headers, Request, Response
-from .runner import SubParsers, url_host, wait_for_signal
+from .runner import Status, SubParsers, catch_signals, port_number, url_host
 
 __all__ = ["add_parser", "echo_handler", "run"]
 
@@ -50,9 +50,11 @@ def _echo_page(request: Request) -> Response | None:
     return Response(200, headers=headers, body=body if request.method != "HEAD" else b"")
 
 
-async def run_echo(args: argparse.Namespace) -> int:
+async def run_echo(args: argparse.Namespace, status: Status | None = None) -> int:
     """Serve the echo server for parsed :func:`add_parser` options until SIGINT or SIGTERM."""
+    status = status if status is not None else Status()
     max_size = None if args.max_size == 0 else args.max_size
+    stop = catch_signals()
     async with serve(
         echo_handler,
         args.host,
@@ -64,20 +66,24 @@ async def run_echo(args: argparse.Namespace) -> int:
         ping_interval=None if args.no_ping else 20.0,
     ) as server:
         where = f"{url_host(args.host)}:{server.port}"
-        print(
-            f"wsline {__version__} echo server on ws://{where}/ (page at http://{where}/); Ctrl-C stops it",
-            flush=True,
-        )
-        await wait_for_signal()
-        print("shutting down", flush=True)
+        status.ready(f"echo server on ws://{where}/ (page at http://{where}/)")
+        await stop
+        status.stopping()
     return 0
 
 
 def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
     """Add the ``echo`` subcommand to the ``python -m wsline`` parser."""
-    echo = sub.add_parser("echo", help="run an echo server (with a demo page at /)")
+    echo = sub.add_parser(
+        "echo",
+        help="run an echo server (with a demo page at /)",
+        description="Run an echo server: every message comes back as it was sent (text as text, "
+        "binary as binary), on any path; a plain GET of / gets a page that talks to it.",
+    )
     echo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    echo.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks one)")
+    echo.add_argument(
+        "--port", type=port_number, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
+    )
     echo.add_argument(
         "--subprotocol",
         action="append",
@@ -98,7 +104,10 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the echo server for parsed :func:`add_parser` options."""
-    from ..aio import loop
-
-    return loop.run(run_echo(args))
+    """Run the echo server for parsed :func:`add_parser` options; 1 if it cannot (the port is taken)."""
+    status = Status()
+    try:
+        return loop.run(run_echo(args, status))
+    except OSError as exc:
+        status.error(str(exc))
+        return 1

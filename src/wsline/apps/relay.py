@@ -17,13 +17,21 @@ import functools
 import logging
 from typing import Any
 
-from .._version import __version__
 from ..aio.connection import WebSocket
 from ..aio.server import Server, _Serve, serve
 from ..errors import ConnectionClosed
 from ..hub import Hub
 from ..protocol.deflate import DeflateConfig
-from .runner import SubParsers, add_worker_arguments, run_command, url_host, wait_for_signal
+from .runner import (
+    Status,
+    SubParsers,
+    add_worker_arguments,
+    catch_signals,
+    port_number,
+    redacted_url,
+    run_command,
+    url_host,
+)
 
 __all__ = ["add_parser", "make_hub", "relay_handler", "run", "run_relay", "serve_relay"]
 
@@ -62,14 +70,22 @@ def make_hub(redis_url: str | None) -> Hub:
     return Hub()
 
 
-async def run_relay(host: str, port: int, redis_url: str | None = None, reuse_port: bool = False) -> None:
-    """Serve the relay until SIGINT or SIGTERM, printing where it is."""
+async def run_relay(
+    host: str,
+    port: int,
+    redis_url: str | None = None,
+    reuse_port: bool = False,
+    status: Status | None = None,
+) -> None:
+    """Serve the relay until SIGINT or SIGTERM, saying where it is (``status``: printed by default)."""
+    status = status if status is not None else Status()
+    stop = catch_signals()
     server: Server
     async with make_hub(redis_url) as hub, serve_relay(host, port, hub=hub, reuse_port=reuse_port) as server:
-        where = url_host(host)
-        via = f" sharing rooms over {redis_url}" if redis_url else ""
-        print(f"wsline {__version__} relay on ws://{where}:{server.port}/{via}; Ctrl-C stops it", flush=True)
-        await wait_for_signal()
+        via = f" sharing rooms over {redacted_url(redis_url)}" if redis_url else ""
+        status.ready(f"relay on ws://{url_host(host)}:{server.port}/{via}")
+        await stop
+        status.stopping()
 
 
 def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
@@ -81,7 +97,9 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         "connected to the same URL path (the path is the room).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--port", type=port_number, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
+    )
     add_worker_arguments(parser)
     return parser
 

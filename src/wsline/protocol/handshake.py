@@ -194,6 +194,8 @@ def check_request(request: Request) -> str:
     Raises :class:`HandshakeRejected` with the status and reason to answer.
     """
     headers = request.headers
+    if request.version < (1, 1):  # RFC 6455 4.1: HTTP/1.1 or higher
+        raise HandshakeRejected(505, "a WebSocket handshake needs HTTP/1.1")
     if request.method != "GET":
         raise HandshakeRejected(405, "a WebSocket handshake must use GET", [("Allow", "GET")])
     hosts = headers.get_all("Host")
