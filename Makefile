@@ -88,7 +88,7 @@ test: $(STAMP_TEST) $(STAMP_EXT) $(NODE_WS)
 	exit $$rc
 
 autobahn: $(STAMP_TEST)
-	$(AUTOBAHN_ENV) $(PY) -m pytest -v -s tests/test_autobahn.py $(PYTEST_ARGS)
+	$(AUTOBAHN_ENV) $(PY) -m pytest -v -s tests/compliance/test_autobahn.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .autobahn build dist .pytest_cache .mypy_cache .ruff_cache

@@ -3,40 +3,36 @@
 #
 # Usage: compliance/run.sh server|client [CASES]
 #   server  start `python -m compliance.server PORT` (wsline.serve, echo) and
-#           test it with wstest in fuzzingclient mode (run-fuzzingclient.sh)
+#           test it with wstest in fuzzingclient mode
 #   client  start wstest in fuzzingserver mode and run `python -m compliance.client`
-#           (wsline.connect) against it (run-fuzzingserver.sh ... -- CLIENT)
+#           (wsline.connect) against it
 #   CASES   comma-separated case patterns, default "*" (all 517 cases, ~10 min)
 #
 # Environment (optional):
 #   AUTOBAHN_EXCLUDE     case patterns to leave out, e.g. "12.*,13.*" (no compression, ~20 s)
-#   WSLINE_AUTOBAHN_DIR  the shared scripts (default: <repo>/../shared/autobahn)
 #   PYTHON               interpreter for the drivers (default .venv/bin/python, else python3)
 #   PORT                 port of the echo server / of wstest (default 9001 / 9002)
 #   OUTDIR               report folder (default .autobahn/manual/<side>; emptied first)
-# Exit status: that of the shared run script (0 = no case FAILED; see its header).
-# The summary is summarize.py's; for the stricter gate of the test suite:
-#   python3 $WSLINE_AUTOBAHN_DIR/summarize.py OUTDIR --fail-on "FAILED,NON-STRICT,WRONG CODE,UNCLEAN"
+# wstest is installed first if needed (compliance/autobahn/install.sh; root, or
+# WSLINE_AUTOBAHN_PREFIX and WSLINE_AUTOBAHN_CACHE set to folders of yours).
+# Exit status: that of `python -m compliance.autobahn.runner` (0 = every case OK or
+# INFORMATIONAL, 1 = some case not; see its docstring), or the installer's.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-AB="${WSLINE_AUTOBAHN_DIR:-$REPO/../shared/autobahn}"
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 SIDE="$1"; CASES="${2:-*}"
-if [ ! -f "$AB/setup.sh" ]; then
-    echo "error: Autobahn scripts not found at $AB (set WSLINE_AUTOBAHN_DIR)" >&2
-    exit 3
-fi
-AB="$(cd "$AB" && pwd)"
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 cd "$REPO"
 export PYTHONPATH="$REPO/src:$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+RUN=("$PYTHON" -m compliance.autobahn.runner)
+OPTIONS=(--cases "$CASES" --exclude "${AUTOBAHN_EXCLUDE:-}")
 
-bash "$AB/setup.sh"
+PYTHON3="$PYTHON" bash "$REPO/compliance/autobahn/install.sh"
 
 case "$SIDE" in
 server)
@@ -53,13 +49,13 @@ server)
         fi
         sleep 0.1
     done
-    bash "$AB/run-fuzzingclient.sh" "ws://127.0.0.1:$PORT" "$OUTDIR" "$CASES"
+    "${RUN[@]}" fuzzingclient "ws://127.0.0.1:$PORT" "$OUTDIR" --agent wsline "${OPTIONS[@]}"
     ;;
 client)
     PORT="${PORT:-9002}"
     OUTDIR="${OUTDIR:-$REPO/.autobahn/manual/client}"
     rm -rf "$OUTDIR"; mkdir -p "$OUTDIR"
-    bash "$AB/run-fuzzingserver.sh" "$PORT" "$OUTDIR" "$CASES" -- "$PYTHON" -m compliance.client
+    "${RUN[@]}" fuzzingserver "$PORT" "$OUTDIR" "${OPTIONS[@]}" -- "$PYTHON" -m compliance.client
     ;;
 *) usage ;;
 esac

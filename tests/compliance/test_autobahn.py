@@ -1,15 +1,17 @@
 """Autobahn|Testsuite conformance runs, server side and client side, from pytest.
 
-The suite (wstest, Python 2.7) is installed by ``../shared/autobahn/setup.sh``
-(or ``$WSLINE_AUTOBAHN_DIR/setup.sh``) into /opt/py27; this module calls that
-script and the run scripts beside it, and never skips: a missing suite is a
-failure.
+The suite (wstest, Python 2.7) is installed by the repository's
+``compliance/autobahn/install.sh`` (into /opt/wsline-py27, downloads cached in
+/var/cache/wsline-autobahn; ``WSLINE_AUTOBAHN_PREFIX`` and ``WSLINE_AUTOBAHN_CACHE``
+move them); this module calls it, then ``compliance.autobahn.runner``, and never
+skips: a suite that cannot be installed is a failure.
 
 Both sides run at the same time (two wstest processes, one per CPU):
 
 * server side: ``python -m compliance.server PORT`` is tested by
-  ``run-fuzzingclient.sh ws://127.0.0.1:PORT OUTDIR``;
-* client side: ``run-fuzzingserver.sh PORT2 OUTDIR2 -- python -m compliance.client``.
+  ``python -m compliance.autobahn.runner fuzzingclient ws://127.0.0.1:PORT OUTDIR``;
+* client side: ``python -m compliance.autobahn.runner fuzzingserver PORT2 OUTDIR2 --
+  python -m compliance.client``.
 
 By default the compression groups 12.x/13.x are left out (301 cases, about
 30 s); ``WSLINE_AUTOBAHN_FULL=1`` runs all 517 (about 10 min per side).
@@ -34,31 +36,22 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
+INSTALLER = REPO / "compliance" / "autobahn" / "install.sh"
 RESULTS = REPO / ".autobahn"
 
 FULL = os.environ.get("WSLINE_AUTOBAHN_FULL", "") == "1"
 SELECTION = "full" if FULL else "no-compression"
 EXCLUDE = "" if FULL else "12.*,13.*"
-# Cases in wstest 25.10.1 (pinned by setup.sh): 517 in all, 301 without 12.x/13.x.
+# Cases in wstest 25.10.1 (compliance/autobahn/requirements-py27.txt): 517 in all, 301 without 12.x/13.x.
 EXPECTED_CASES = 517 if FULL else 301
-# Overall limits (seconds): wstest's own (AUTOBAHN_TIMEOUT), then ours on top of it.
+# Overall limits (seconds): the runner's (--timeout), then ours on top of it.
 WSTEST_TIMEOUT = 1300 if FULL else 300
 RUN_DEADLINE = WSTEST_TIMEOUT + 60
 
 # Anything but these, in behavior or behaviorClose, fails the gate
 # (FAILED, NON-STRICT, WRONG CODE, UNCLEAN, FAILED BY CLIENT, UNIMPLEMENTED, ...).
 ACCEPTED = {"OK", "INFORMATIONAL"}
-FAIL_ON = "FAILED,NON-STRICT,WRONG CODE,UNCLEAN,FAILED BY CLIENT,UNIMPLEMENTED"
-SCRIPTS = ("setup.sh", "run-fuzzingclient.sh", "run-fuzzingserver.sh", "summarize.py")
-
-
-def autobahn_dir() -> Path | None:
-    env = os.environ.get("WSLINE_AUTOBAHN_DIR")
-    candidate = Path(env) if env else REPO.parent / "shared" / "autobahn"
-    if all((candidate / name).is_file() for name in SCRIPTS):
-        return candidate.resolve()
-    return None
 
 
 def free_port() -> int:
@@ -76,9 +69,8 @@ def child_env() -> dict[str, str]:
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
-    env["AUTOBAHN_EXCLUDE"] = EXCLUDE
-    env["AUTOBAHN_TIMEOUT"] = str(WSTEST_TIMEOUT)
-    env["AUTOBAHN_AGENT"] = "wsline"
+    env["AUTOBAHN_AGENT"] = "wsline"  # the agent compliance.client names
+    env["PYTHON3"] = sys.executable  # a Python 3 with pip, for the installer's bootstrap wheels
     return env
 
 
@@ -137,19 +129,21 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> 
     return False
 
 
-def summarize(ab: Path, result: SideResult, out: Path) -> None:
-    """summarize.py's report (printed and saved) plus our own reading of index.json."""
+def summarize(result: SideResult, out: Path) -> None:
+    """compliance.autobahn.summary's report (printed and saved) plus our own reading of index.json."""
     json_file = out / f"{result.side}-summary.json"
     proc = subprocess.run(
-        [sys.executable, str(ab / "summarize.py"), str(result.outdir), "--fail-on", FAIL_ON,
-         "--json", str(json_file), "--all-ids"],
+        [sys.executable, "-m", "compliance.autobahn.summary", str(result.outdir),
+         "--accept", ",".join(sorted(ACCEPTED)), "--json", str(json_file)],
+        cwd=REPO,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
     header = (
         f"Autobahn|Testsuite, wsline {result.side} side, {SELECTION} "
-        f"(AUTOBAHN_EXCLUDE={EXCLUDE!r}), run script exit status {result.rc}\n"
+        f"(excluded: {EXCLUDE!r}), runner exit status {result.rc}\n"
     )
     result.summary_text = header + proc.stdout + proc.stderr
     (out / f"{result.side}-summary.txt").write_text(result.summary_text)
@@ -184,34 +178,35 @@ def summarize(ab: Path, result: SideResult, out: Path) -> None:
         )
     if result.rc != 0:
         result.problems.append(
-            f"run script exited with status {result.rc}; log {result.log}:\n{tail(result.log)}"
+            f"the runner exited with status {result.rc}; log {result.log}:\n{tail(result.log)}"
         )
     if proc.returncode != 0:
-        result.problems.append(f"summarize.py --fail-on {FAIL_ON!r} exited with {proc.returncode}")
+        result.problems.append(f"compliance.autobahn.summary exited with {proc.returncode}:\n{proc.stderr}")
 
 
 def case_key(case_id: str) -> list[tuple[int, int | str]]:
     return [(0, int(p)) if p.isdigit() else (1, p) for p in case_id.split(".")]
 
 
-def run_both(ab: Path) -> Runs:
+def run_both() -> Runs:
     runs = Runs()
     out = RESULTS / SELECTION
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
 
+    env = child_env()
     setup_log = out / "setup.log"
     with setup_log.open("wb") as f:
-        setup = subprocess.run(["bash", str(ab / "setup.sh")], stdout=f, stderr=subprocess.STDOUT,
+        setup = subprocess.run(["bash", str(INSTALLER)], env=env, stdout=f, stderr=subprocess.STDOUT,
                                timeout=900, check=False)
     if setup.returncode != 0:
         runs.error = (
-            f"{ab}/setup.sh failed with status {setup.returncode} (it installs wstest into /opt/py27 "
-            f"and needs root, apt and PyPI); log {setup_log}:\n{tail(setup_log, 40)}"
+            f"{INSTALLER.relative_to(REPO)} failed with status {setup.returncode} (it installs wstest "
+            f"into /opt/wsline-py27 and, the first time, needs Debian's package archive and PyPI); "
+            f"log {setup_log}:\n{tail(setup_log, 40)}"
         )
         return runs
 
-    env = child_env()
     server = SideResult("server", out / "server", out / "server-run.log")
     client = SideResult("client", out / "client", out / "client-run.log")
     runs.sides = {"server": server, "client": client}
@@ -235,10 +230,12 @@ def run_both(ab: Path) -> Runs:
             )
             return runs
 
+        runner = [sys.executable, "-m", "compliance.autobahn.runner"]
+        options = ["--exclude", EXCLUDE, "--timeout", str(WSTEST_TIMEOUT), "--no-summary"]
         commands = {
-            "server": ["bash", str(ab / "run-fuzzingclient.sh"), f"ws://127.0.0.1:{port}",
-                       str(server.outdir)],
-            "client": ["bash", str(ab / "run-fuzzingserver.sh"), str(port2), str(client.outdir), "--",
+            "server": [*runner, "fuzzingclient", f"ws://127.0.0.1:{port}", str(server.outdir),
+                       "--agent", "wsline", *options],
+            "client": [*runner, "fuzzingserver", str(port2), str(client.outdir), *options, "--",
                        sys.executable, "-m", "compliance.client"],
         }
         for side, cmd in commands.items():
@@ -264,21 +261,13 @@ def run_both(ab: Path) -> Runs:
             f"compliance.server exited with status {echo.returncode}; log:\n{tail(out / 'echo-server.log')}"
         )
     for result in runs.sides.values():
-        summarize(ab, result, out)
+        summarize(result, out)
     return runs
 
 
 @pytest.fixture(scope="module")
 def autobahn() -> Runs:
-    ab = autobahn_dir()
-    if ab is None:
-        where = os.environ.get("WSLINE_AUTOBAHN_DIR") or str(REPO.parent / "shared" / "autobahn")
-        return Runs(
-            error=f"Autobahn|Testsuite scripts not found at {where} (expected {', '.join(SCRIPTS)}): "
-            "put the shared/ folder beside the repository or set WSLINE_AUTOBAHN_DIR. "
-            "This check is never skipped."
-        )
-    return run_both(ab)
+    return run_both()
 
 
 def check(runs: Runs, side: str) -> None:
