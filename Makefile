@@ -1,9 +1,14 @@
 # wsline developer tasks. Every target sets up what it needs in .venv (created
 # with python3 -m venv); the installs are keyed on pyproject.toml through stamp
-# files, so a second run installs nothing.
+# files, so a second run installs nothing. make test also sets up the machine
+# (Debian 12): first the system packages it needs (scripts/sysdeps.sh; only the
+# missing ones, with apt-get as root; as another user it prints the one command
+# to run as root and fails), then, in its Autobahn test, Autobahn|Testsuite
+# (compliance/autobahn/install.sh). make itself must be there (apt-get install make).
 #
 #   make demo        the chat demo: page and WebSocket on one port (HOST=127.0.0.1 PORT=8000)
-#   make test        ruff + mypy + pytest twice: with the C extension, then pure Python
+#   make test        system packages, then ruff + mypy + pytest twice: with the C extension, then pure Python
+#   make sysdeps     only the system packages make test needs (gcc, Python headers, chromium, redis, npm)
 #   make lint        ruff + mypy only
 #   make autobahn    only the Autobahn|Testsuite runs (FULL=0: without 12.x/13.x)
 #   make venv        create/update .venv with the test extras, nothing else
@@ -30,11 +35,11 @@ STAMP_TEST = $(VENV)/.stamp-install-test
 # WSLINE_AUTOBAHN_FULL=1 runs the compression groups too (about 10 min per side).
 AUTOBAHN_ENV = $(if $(filter 1,$(FULL)),WSLINE_AUTOBAHN_FULL=1,)
 
-.PHONY: demo test lint autobahn venv clean help bench bench-quick fuzz
+.PHONY: demo test sysdeps lint autobahn venv clean help bench bench-quick fuzz
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '4,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '8,21p' Makefile | sed 's/^# \{0,1\}//'
 
 $(PY):
 	$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
@@ -63,6 +68,11 @@ $(NODE_WS): tests/interop/package-lock.json
 
 venv: $(STAMP_TEST)
 
+# What pip and npm do not bring (scripts/sysdeps.sh says what and why). A
+# prerequisite of test, listed first: it also provides python3-venv for .venv.
+sysdeps:
+	@PYTHON3=$(PYTHON3) bash scripts/sysdeps.sh
+
 demo: $(STAMP_BASE)
 	$(PY) -m wsline chat --host $(HOST) --port $(PORT)
 
@@ -78,7 +88,7 @@ lint: $(STAMP_TEST)
 # pure-Python twin forced by WSLINE_NO_EXTENSIONS=1. The second run leaves out
 # Autobahn's compression groups 12.x/13.x (10 minutes): compressed frames take
 # the same Python path with or without the extension.
-test: $(STAMP_TEST) $(STAMP_EXT) $(NODE_WS)
+test: sysdeps $(STAMP_TEST) $(STAMP_EXT) $(NODE_WS)
 	@rc=0; ruff=ok; mypy=ok; compiled=ok; pure=ok; \
 	echo "== ruff check src tests compliance benchmarks examples fuzz"; $(VENV)/bin/ruff check src tests compliance benchmarks examples fuzz || { rc=1; ruff=FAILED; }; \
 	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
