@@ -27,7 +27,7 @@ from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidHandshake, ProxyError
-from .handshake import Headers, parse_response
+from .http11 import Headers, Limits, Response, ResponseParser
 
 __all__ = [
     "Proxy",
@@ -311,6 +311,11 @@ class TunnelHandshake:
         self.status: int | None = None
         self.headers = Headers()
         self._buffer = bytearray()
+        self._received = 0
+        # The answer to CONNECT (HTTP proxies); SOCKS5 replies are parsed below.
+        self._parser = ResponseParser(
+            Limits(max_head=MAX_RESPONSE_HEAD, max_body=0), request_method="CONNECT"
+        )
         self._outgoing = bytearray()
         self._step = "http"
         if proxy.socks:
@@ -337,10 +342,14 @@ class TunnelHandshake:
         if self.done:
             self.extra += data
             return True
-        self._buffer += data
+        self._received += len(data)
         if self._step == "http":
+            if len(self._buffer) < 80:  # kept only to quote a malformed answer
+                self._buffer += data[: 80 - len(self._buffer)]
+            self._parser.feed(data)
             self._http_response()
         else:
+            self._buffer += data
             while not self.done and self._socks_step():
                 pass
         return self.done
@@ -349,7 +358,7 @@ class TunnelHandshake:
         """The proxy closed (or reset: ``error``) the connection: an error before the tunnel is open."""
         if self.done:
             return
-        got = f" after {len(self._buffer)} bytes" if self._buffer else ""
+        got = f" after {self._received} bytes" if self._received else ""
         detail = f": {error}" if error is not None else ""
         raise self._error(
             f"closed the connection{got} before answering CONNECT to {self.target}{detail}", True
@@ -368,26 +377,30 @@ class TunnelHandshake:
     # -- HTTP CONNECT
 
     def _http_response(self) -> None:
-        buf = self._buffer
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_RESPONSE_HEAD:
-                raise self._error(f"sent a response head larger than {MAX_RESPONSE_HEAD // 1024} KiB", False)
-            if len(buf) >= 5 and not buf.startswith(b"HTTP/"):
-                raise self._malformed(bytes(buf))
-            return
-        head = bytes(buf[:end])
+        parser = self._parser
         try:
-            response = parse_response(head)
-        except InvalidHandshake:
+            event = parser.next_event()
+        except InvalidHandshake as exc:
+            head = bytes(self._buffer)
+            if "larger than" in str(exc):
+                raise self._error(
+                    f"sent a response head larger than {MAX_RESPONSE_HEAD // 1024} KiB", False
+                ) from None
             raise self._malformed(head) from None
+        if not isinstance(event, Response):
+            return  # NEED_DATA: the head is not all here
+        if event.status < 200:  # an interim answer (100 Continue...): the real one follows
+            self._http_response()
+            return
+        response = event
         self.status = response.status
         self.headers = response.headers
         status, reason = response.status, response.reason
         if 200 <= status < 300:
+            parser.next_event()  # the EndOfMessage of a tunnel's answer: its head is all of it
             self.done = True
-            self.extra = bytes(buf[end + 4 :])
-            buf.clear()
+            self.extra = parser.trailing_data()
+            self._buffer.clear()
             return
         phrase = f"{status} {reason}".rstrip()
         if status == 407:
