@@ -16,6 +16,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -378,6 +379,20 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
     yield seen
     collect_garbage()
     loop.set_exception_handler(previous)
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 3.0, what: str = "") -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds.
+
+    For a state that settles a moment after the event a test waited for (a
+    connection leaving ``server.connections`` after its close): poll for it
+    rather than sleep a guess and assert.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout:g} s: {what or condition}")
+        await asyncio.sleep(0.005)
 
 
 def collect_garbage() -> None:

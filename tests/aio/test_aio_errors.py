@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 import wsline
-from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, free_port, ws_url
+from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, eventually, free_port, ws_url
 from wsline.protocol import frames
 
 pytestmark = pytest.mark.asyncio
@@ -419,8 +419,7 @@ async def test_client_reset_mid_message(start_server, raw_client, loop_errors, c
     assert exc.code == 1006
     assert exc.initiator == "none"
     assert close_code == 1006
-    await asyncio.sleep(0.05)
-    assert not server.connections
+    await eventually(lambda: not server.connections, what="the connection left server.connections")
     assert len(server.errors) == 0
     assert_no_unhandled(loop_errors, caplog)
 
@@ -466,8 +465,7 @@ async def test_server_send_after_client_reset(start_server, raw_client, loop_err
     exc = await asyncio.wait_for(seen, 2)
     assert isinstance(exc, wsline.ConnectionClosedError), exc
     assert exc.code == 1006
-    await asyncio.sleep(0.05)
-    assert not server.connections
+    await eventually(lambda: not server.connections, what="the connection left server.connections")
     assert len(server.errors) == 0
     assert_no_unhandled(loop_errors, caplog)
 

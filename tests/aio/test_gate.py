@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 import wsline
-from conftest import HOST, OpenRaw, RawPeer, StartServer, client, ws_url
+from conftest import HOST, OpenRaw, RawPeer, StartServer, client, eventually, ws_url
 from wsline.gate import InvalidToken, TokenSigner, allow_origins, chain, require_token, same_origin
 from wsline.protocol.handshake import Headers, Request, Response, reject_response
 
@@ -675,7 +675,7 @@ async def test_max_connections_counts_handshakes_in_progress(
 ) -> None:
     server = await start_server(max_connections_per_client=2)
     idle = [await raw_client(server.port), await raw_client(server.port)]  # connected, nothing sent
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(server._protocols) == 2, what="the server accepted both connections")
     await expect_status(ws_url(server), 429)
     for peer in idle:
         peer.abort()

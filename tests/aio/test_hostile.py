@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import wsline
-from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, ws_url
+from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, eventually, ws_url
 from wsline.protocol import frames
 from wsline.protocol.handshake import Headers, Response
 
@@ -710,8 +710,7 @@ async def test_handler_close_against_a_client_that_never_reads_ends_in_close_tim
     assert outcome["peak"] <= write_limit + 2 * len(chunk)
     assert 0.4 <= outcome["close"] < 1.5, outcome  # close_timeout, then abort
     assert outcome["code"] == 1006
-    await asyncio.sleep(0.05)
-    assert server.connections == set()
+    await eventually(lambda: not server.connections, what="the connection left server.connections")
     await assert_still_serving(server)
     assert_no_leaks(loop_errors, caplog)
 
@@ -787,8 +786,7 @@ async def test_keepalive_notices_a_dead_peer_while_the_server_streams(
     assert isinstance(exc, wsline.KeepaliveTimeout), repr(exc)
     assert exc.code == 1006
     assert 0.5 <= elapsed < 2.0
-    await asyncio.sleep(0.05)
-    assert server.connections == set()
+    await eventually(lambda: not server.connections, what="the connection left server.connections")
     await assert_still_serving(server)
     assert_no_leaks(loop_errors, caplog)
 
