@@ -23,9 +23,12 @@ from .aio.listener import Listener
 from .aio.router import Router
 from .aio.server import ConnectionInfo, ErrorChannel, Server, ServerError, serve
 from .errors import (
+    ConcurrencyError,
+    ConnectFailed,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectRefused,
     HandshakeRejected,
     InvalidHandshake,
     InvalidPayload,
@@ -33,6 +36,7 @@ from .errors import (
     InvalidURI,
     KeepaliveTimeout,
     NegotiationError,
+    OpenTimeout,
     PayloadTooBig,
     ProtocolError,
     ProxyError,
@@ -75,6 +79,10 @@ __all__ = [
     "NegotiationError",
     "HandshakeRejected",
     "ProxyError",
+    "ConnectFailed",
+    "ConnectRefused",
+    "OpenTimeout",
+    "ConcurrencyError",
     "ProtocolError",
     "PayloadTooBig",
     "InvalidPayload",

@@ -25,6 +25,10 @@ __all__ = [
     "InvalidPayload",
     "HandshakeRejected",
     "ProxyError",
+    "ConnectFailed",
+    "ConnectRefused",
+    "OpenTimeout",
+    "ConcurrencyError",
 ]
 
 Initiator = Literal["local", "remote", "none"]
@@ -135,6 +139,33 @@ class InvalidPayload(ProtocolError):
 
 class InvalidHandshake(WebSocketError):
     """The opening handshake failed."""
+
+
+class ConnectFailed(WebSocketError, OSError):
+    """The TCP connection to the server could not be made: refused, unreachable, a name not found.
+
+    An :class:`OSError` too: ``errno`` is the socket's error, and ``__cause__``
+    the original exception (e.g. :class:`ConnectionRefusedError`).
+    """
+
+
+class ConnectRefused(ConnectFailed, ConnectionRefusedError):
+    """Nothing listens on the server's port (also a :class:`ConnectionRefusedError`)."""
+
+
+class OpenTimeout(WebSocketError, TimeoutError):
+    """The opening handshake (TCP, TLS, proxy and HTTP together) took longer than ``open_timeout``.
+
+    A :class:`TimeoutError` too.
+    """
+
+
+class ConcurrencyError(WebSocketError, RuntimeError):
+    """Two coroutines (or threads) called ``recv()`` at once on one connection.
+
+    A connection's messages come in one order; read them from one place (a
+    :class:`RuntimeError` too).
+    """
 
 
 class InvalidURI(InvalidHandshake, ValueError):

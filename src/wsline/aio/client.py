@@ -10,16 +10,14 @@ import ssl as ssl_module
 from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence, cast
 
 from .._version import __version__
-from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError, ProxyError
+from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError, OpenTimeout, ProxyError
 from ..protocol import deflate as pmd
-from ..protocol.client import ClientHandshake, ClientOptions, headers_from
+from ..protocol.client import ClientHandshake, ClientOptions, connect_error, headers_from
 from ..protocol.handshake import WSURI, parse_uri
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from .connection import ProtocolBase, WebSocket, set_nodelay
 
 __all__ = ["connect"]
-
-
 
 _logger = logging.getLogger("wsline.client")
 
@@ -270,6 +268,15 @@ class connect:
         self._ws = await self._connect()
         return self._ws
 
+    def __enter__(self) -> None:
+        raise TypeError(
+            "use 'async with wsline.connect(...)' inside a coroutine, "
+            "or the blocking client: 'with wsline.sync.connect(...)'"
+        )
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ always raises
+        pass
+
     async def __aexit__(self, *exc: object) -> None:
         if self._ws is not None:
             await self._ws.close()
@@ -282,7 +289,7 @@ class connect:
             return await asyncio.wait_for(self._open(), open_timeout)
         except asyncio.TimeoutError:
             via = f" via proxy {self.proxy}" if self.proxy is not None else ""
-            raise TimeoutError(
+            raise OpenTimeout(
                 f"opening handshake with {self.uri}{via} timed out after {open_timeout:g} s"
             ) from None
 
@@ -314,10 +321,8 @@ class connect:
                     self.port or wsuri.port,
                     **kwargs,
                 )
-        except ssl_module.SSLCertVerificationError as exc:
-            raise InvalidHandshake(
-                f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}"
-            ) from exc
+        except OSError as exc:  # refused, unreachable, TLS failed...
+            raise connect_error(exc, self.host or wsuri.host, self.port or wsuri.port) from exc
         try:
             await protocol.done
         except BaseException:

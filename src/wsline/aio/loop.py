@@ -1,12 +1,17 @@
-"""Run a program on uvloop when it is installed (``pip install wsline[uvloop]``)."""
+"""Run a program on uvloop when it is installed (``pip install wsline[uvloop]``), stop it on a signal."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Coroutine, TypeVar
+import signal
+import threading
+from typing import Any, Coroutine, Sequence, TypeVar
 
-__all__ = ["run", "loop_name"]
+__all__ = ["run", "loop_name", "STOP_SIGNALS", "wait_for_signal"]
+
+#: The signals that stop a server: Ctrl-C and what systemd, Docker and kill send.
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
 
 T = TypeVar("T")
 
@@ -47,3 +52,33 @@ def run(main: Coroutine[Any, Any, T], *, loop: str | None = None) -> T:
         result: T = uvloop.run(main)
         return result
     return asyncio.run(main)
+
+
+def _stop(fut: asyncio.Future[int], signum: int) -> None:
+    if not fut.done():
+        fut.set_result(signum)
+
+
+async def wait_for_signal(signals: Sequence[int] = STOP_SIGNALS) -> int | None:
+    """Wait until one of ``signals`` arrives; return it.
+
+    While waiting, those signals are handled by the event loop, so Ctrl-C does
+    not raise :class:`KeyboardInterrupt` into the program; the previous handlers
+    come back afterwards. Outside the main thread (where signals cannot be
+    handled), or on a loop without signal support, this waits until cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[int] = loop.create_future()
+    installed: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in signals:
+            try:
+                loop.add_signal_handler(signum, _stop, fut, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows
+                continue
+            installed.append(signum)
+    try:
+        return await fut
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

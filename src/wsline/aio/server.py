@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import socket
@@ -17,6 +18,7 @@ from ..protocol.http11 import NEED_DATA, Data, EndOfMessage, Request, RequestPar
 from ..protocol.server import DEFAULT_SERVER_HEADER, SelectSubprotocol, ServerHandshake, ServerOptions
 from .connection import DEBUG, ProtocolBase, WebSocket, _debug_enabled, _next_id, set_nodelay
 from .listener import Listener
+from .loop import STOP_SIGNALS, wait_for_signal
 
 __all__ = ["serve", "Server", "ServerError", "ConnectionInfo", "ErrorChannel"]
 
@@ -580,11 +582,30 @@ class Server:
         """Wait until :meth:`close` has finished."""
         await asyncio.shield(self._closed)
 
-    async def serve_forever(self) -> None:
-        """Serve until cancelled (then close)."""
+    async def serve_forever(self, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
+        """Serve until a stop signal, :meth:`close` or cancellation; then close cleanly.
+
+        In the main thread, SIGINT (Ctrl-C) and SIGTERM stop the server: every
+        client gets a 1001 close frame, the handlers finish (see :meth:`close`)
+        and this returns, without a :class:`KeyboardInterrupt` traceback. A
+        complete server script::
+
+            async def main() -> None:
+                async with wsline.serve(handler, "127.0.0.1", 8000) as server:
+                    await server.serve_forever()
+
+            asyncio.run(main())
+
+        ``stop_signals=()`` leaves the signals alone.
+        """
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.shield(self._closed))]
+        if stop_signals:
+            waits.append(asyncio.ensure_future(wait_for_signal(stop_signals)))
         try:
-            await asyncio.shield(self._closed)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for fut in waits:
+                fut.cancel()
             await self.close()
 
     async def __aenter__(self) -> Server:
@@ -592,6 +613,16 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _is_async_callable(handler: object) -> bool:
+    """Whether calling ``handler`` gives an awaitable: an async function, a partial of one, a Router."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)  # noqa: B004 - an instance with an async __call__
+    return inspect.iscoroutinefunction(call)
 
 
 class _Serve:
@@ -603,6 +634,19 @@ class _Serve:
 
     def __await__(self) -> Generator[Any, None, Server]:
         return self._start().__await__()
+
+    def __repr__(self) -> str:
+        # asyncio.run(serve(...)) shows this: say what to do instead.
+        return (
+            "<wsline.serve(): not a coroutine; inside one, use 'async with wsline.serve(...) as server:' "
+            "or 'server = await wsline.serve(...)'>"
+        )
+
+    def __enter__(self) -> None:
+        raise TypeError("use 'async with wsline.serve(...)' (inside a coroutine), not 'with'")
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ always raises
+        pass
 
     async def __aenter__(self) -> Server:
         self._server = await self._start()
@@ -672,8 +716,11 @@ def serve(
     if compression not in ("deflate", None):
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
     listener = handler if isinstance(handler, type) and issubclass(handler, Listener) else None
-    if listener is None and not callable(handler):
-        raise TypeError(f"serve() needs a handler coroutine function or a Listener subclass, not {handler!r}")
+    if listener is None and not _is_async_callable(handler):
+        raise TypeError(
+            f"serve() needs an 'async def' handler (or a Listener subclass), not {handler!r}: "
+            "each connection runs 'await handler(ws)'"
+        )
     # A router (wsline.http.Router) brings its HTTP routes and WebSocket paths.
     if http_handler is None and listener is None:
         http_handler = getattr(handler, "handle_http", None)

@@ -20,18 +20,26 @@ from __future__ import annotations
 
 import base64
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from .._version import __version__
-from ..errors import InvalidHandshake, InvalidStatus
+from ..errors import ConnectFailed, ConnectRefused, InvalidHandshake, InvalidStatus, WebSocketError
 from . import deflate as pmd
 from .connection import Connection
 from .handshake import WSURI, check_response, generate_key
 from .handshake import _encode_resource as encode_resource
 from .http11 import NEED_DATA, Data, EndOfMessage, Headers, Limits, Request, Response, ResponseParser
 
-__all__ = ["ClientOptions", "ClientHandshake", "make_request", "serialize_request"]
+__all__ = [
+    "ClientOptions",
+    "ClientHandshake",
+    "connect_error",
+    "headers_from",
+    "make_request",
+    "serialize_request",
+]
 
 #: The value of the ``User-Agent`` header by default.
 DEFAULT_USER_AGENT = f"wsline/{__version__}"
@@ -230,7 +238,7 @@ class ClientHandshake:
                 return False
             if isinstance(event, Response):
                 self.response = event
-            elif isinstance(event, EndOfMessage) and self.response is not None and self.response.status == 101:
+            elif isinstance(event, EndOfMessage) and self.response is not None and self.response.status == 101:  # noqa: E501
                 self._open(self.response)
                 return True
             elif isinstance(event, Data):
@@ -276,3 +284,27 @@ def headers_from(
         return ()
     items = headers.items() if isinstance(headers, Mapping) else headers
     return tuple((name, value) for name, value in items)
+
+
+# OpenSSL's reasons when the other end does not speak TLS (a ws:// server, say).
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST")
+
+
+def connect_error(exc: OSError, host: str, port: int) -> WebSocketError:
+    """What a failed TCP or TLS set-up means, as a wsline error (raise it ``from exc``).
+
+    A failed certificate check or TLS handshake is an
+    :class:`~wsline.errors.InvalidHandshake` that says which; anything else
+    (refused, unreachable, a name not found, a reset) a
+    :class:`~wsline.errors.ConnectFailed` (an :class:`OSError` too).
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return InvalidHandshake(f"TLS certificate verification failed for {host}: {exc.verify_message}")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        hint = " (the server does not seem to speak TLS: is it a ws:// server?)" if reason in _NOT_TLS else ""
+        return InvalidHandshake(f"TLS handshake with {where} failed: {reason}{hint}")
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    cls = ConnectRefused if isinstance(exc, ConnectionRefusedError) else ConnectFailed
+    return cls(exc.errno, f"cannot connect to {where}: {detail}")
