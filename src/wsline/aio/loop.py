@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any, Coroutine, Sequence, TypeVar
 
-__all__ = ["run", "loop_name", "STOP_SIGNALS", "wait_for_signal"]
+__all__ = ["run", "loop_name", "STOP_SIGNALS", "catch_signals", "wait_for_signal"]
 
 #: The signals that stop a server: Ctrl-C and what systemd, Docker and kill send.
 STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -59,13 +59,15 @@ def _stop(fut: asyncio.Future[int], signum: int) -> None:
         fut.set_result(signum)
 
 
-async def wait_for_signal(signals: Sequence[int] = STOP_SIGNALS) -> int | None:
-    """Wait until one of ``signals`` arrives; return it.
+def catch_signals(signals: Sequence[int] = STOP_SIGNALS) -> asyncio.Future[int]:
+    """Handle ``signals`` from now on; the future is done (with the signal) once one came.
 
-    While waiting, those signals are handled by the event loop, so Ctrl-C does
-    not raise :class:`KeyboardInterrupt` into the program; the previous handlers
-    come back afterwards. Outside the main thread (where signals cannot be
-    handled), or on a loop without signal support, this waits until cancelled.
+    While it waits, those signals are handled by the event loop, so Ctrl-C does
+    not raise :class:`KeyboardInterrupt` into the program; when it is done (or
+    cancelled) the previous handlers come back. A server calls this before it
+    listens and awaits the future after saying where it listens, so that a
+    signal sent as soon as it has said so stops it cleanly. Outside the main
+    thread (where signals cannot be handled) the future only ends when cancelled.
     """
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[int] = loop.create_future()
@@ -77,8 +79,19 @@ async def wait_for_signal(signals: Sequence[int] = STOP_SIGNALS) -> int | None:
             except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - Windows
                 continue
             installed.append(signum)
+
+    def restore(_: object) -> None:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+    fut.add_done_callback(restore)
+    return fut
+
+
+async def wait_for_signal(signals: Sequence[int] = STOP_SIGNALS) -> int:
+    """Wait until one of ``signals`` arrives; return it (see :func:`catch_signals`)."""
+    fut = catch_signals(signals)
     try:
         return await fut
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        fut.cancel()

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from .._version import __version__
 from ..aio import loop
+from ..aio.loop import catch_signals, wait_for_signal
 from ..hub import HubUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,33 +55,6 @@ __all__ = [
 def url_host(host: str) -> str:
     """``host`` as it goes into a URL (IPv6 addresses in brackets)."""
     return f"[{host}]" if ":" in host else host
-
-
-def _stop(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def catch_signals() -> asyncio.Future[None]:
-    """Handle SIGINT and SIGTERM from now on: the future is done once one of them came.
-
-    A server calls this before it starts listening and awaits the future after
-    saying where it listens, so that a signal sent as soon as it has said so
-    (or earlier) stops it cleanly.
-    """
-    running = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = running.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            running.add_signal_handler(sig, _stop, stop)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows, threads
-            pass
-    return stop
-
-
-async def wait_for_signal() -> None:
-    """Wait for SIGINT or SIGTERM (from now on: see :func:`catch_signals`)."""
-    await catch_signals()
 
 
 # ------------------------------------------------------------------ what a server says
