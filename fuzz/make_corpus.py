@@ -109,6 +109,46 @@ def deflate_seeds() -> list[bytes]:
     return seeds
 
 
+def http11_seeds() -> list[bytes]:
+    """Request and response streams for fuzz_http11 (byte 0: the configuration, byte 1: a piece size)."""
+    uri = hs.parse_uri("ws://example.com:8080/chat?room=1")
+    upgrade = hs.build_request(uri, KEY, subprotocols=["chat"], origin="null")
+    requests = [
+        upgrade + b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58",
+        b"\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: h:80\r\nContent-Length: 5\r\n\r\nhello"
+        b"PUT /c HTTP/1.1\r\nHost: [::1]\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'3;a=b;q="x\\"y"\r\nabc\r\n00 ; x\r\nX-Sum: 1\r\n\r\n',
+        b"OPTIONS * HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"GET http://a.example/x?y HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
+        b"1\r\nG\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nX: a\nb\r\n\r\n",
+    ]
+    responses = [
+        (0, hs.build_response(hs.accept_response(KEY, "chat")) + b"\x81\x02hi"),
+        (
+            0,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfail\r\n0\r\nX: y\r\n\r\n"
+            b"HTTP/1.0 403 Forbidden\r\n\r\nuntil the end",
+        ),
+        (1, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n"),
+        (2, b"HTTP/1.0 200 Connection established\r\n\r\n\x16\x03\x01\x00\x05hello"),
+        (
+            2,
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
+            b"Content-Length: 4\r\n\r\ndeny",
+        ),
+        (3, b"HTTP/1.1 201 Created\r\nContent-Length: 1x\r\n\r\n"),
+    ]
+    seeds = [bytes([small << 1, size]) + stream for stream in requests for small, size in ((0, 6), (1, 0))]
+    for method, stream in responses:
+        seeds += [bytes([1 | small << 1 | method << 2, 10]) + stream for small in (0, 1)]
+    return seeds
+
+
 def write(name: str, seeds: list[bytes]) -> None:
     folder = HERE / "corpus" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,6 +162,7 @@ def main() -> None:
     write("frames", frames_seeds())
     write("handshake", handshake_seeds())
     write("deflate", deflate_seeds())
+    write("http11", http11_seeds())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
-TARGETS = ("frames", "handshake", "deflate")
+TARGETS = ("frames", "handshake", "deflate", "http11")
 
 
 def load_target(name: str) -> Callable[[bytes], None]:

@@ -370,6 +370,14 @@ def test_the_parser_is_dead_after_an_error() -> None:
         assert again.value is error
 
 
+@pytest.mark.parametrize(
+    "bad", [{"max_head": -1}, {"max_body": 1.5}, {"max_headers": True}, {"max_trailers": "1"}]
+)
+def test_limits_are_checked(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Limits(**bad)  # type: ignore[arg-type]
+
+
 def test_empty_feed_is_nothing() -> None:
     parser = RequestParser()
     parser.feed(b"")

@@ -394,6 +394,12 @@ class Limits:
     max_chunk_line: int = 1024
     max_trailers: int = 16384
 
+    def __post_init__(self) -> None:
+        for name in ("max_head", "max_headers", "max_body", "max_chunk_line", "max_trailers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
+
 
 # ------------------------------------------------------------------ whole heads
 
