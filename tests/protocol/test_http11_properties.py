@@ -220,11 +220,11 @@ def feed_all(
             if event is PAUSED:
                 answered += 1
                 if isinstance(parser, ResponseParser):
-                    heads = [e for e in out if e[0] == "response"]
-                    status = heads[-1][1]
+                    status = next(e[1] for e in reversed(out) if e[0] == "response")
+                    assert isinstance(status, int)
                     if status == 101 or (
                         methods and methods[answered - 1] == "CONNECT" and status // 100 == 2
-                    ):  # type: ignore[operator]
+                    ):
                         parser.trailing_data()  # a new protocol: the parser is done
                         out.append(("switched",))
                         return False
@@ -441,7 +441,7 @@ def reference_responses(stream: bytes, methods: list[str]) -> list[Norm]:
                 break
         lower = {n.lower(): v for n, v in headers}
         if method == "HEAD" or status in (204, 304):
-            body, trailers = b"", []
+            body, trailers = b"", list[tuple[str, str]]()
         elif "transfer-encoding" in lower or "content-length" in lower:
             body, trailers, pos = reference_body(stream, pos, lower)
         else:
@@ -514,7 +514,7 @@ def bound(limits: Limits) -> int:
 @given(stream=request_garbage, cuts=st.lists(st.integers(0, 600), max_size=8), small=st.booleans())
 def test_request_garbage_raises_only_handshake_rejected(stream: bytes, cuts: list[int], small: bool) -> None:
     limits = SMALL if small else Limits()
-    outcomes = []
+    outcomes: list[tuple[object, ...]] = []
     for pieces in ([stream], cut(stream, cuts)):
         parser = RequestParser(limits)
         try:
@@ -548,7 +548,7 @@ def test_response_garbage_raises_only_invalid_handshake(
     stream: bytes, cuts: list[int], method: str, small: bool
 ) -> None:
     limits = SMALL if small else Limits()
-    outcomes = []
+    outcomes: list[tuple[object, ...]] = []
     for pieces in ([stream], cut(stream, cuts)):
         parser = ResponseParser(limits, request_method=method)
         try:
