@@ -139,26 +139,88 @@ class _TunnelProtocol(asyncio.Protocol):
 class connect:
     """Open a client connection: ``async with connect(uri) as ws`` or ``ws = await connect(uri)``.
 
-    ``subprotocols`` are offered in order; the server's choice is checked.
-    ``headers`` adds request headers (e.g. a token). ``ssl`` takes an
-    :class:`ssl.SSLContext` (``wss://`` verifies certificates by default).
-    ``compression="deflate"`` offers permessage-deflate; ``None`` does not.
-    ``open_timeout`` bounds the TCP connect, TLS and HTTP handshake together
-    (and the proxy's tunnel handshake, when there is a proxy).
+    Awaiting it (or entering ``async with``) runs the TCP connect, TLS, the
+    proxy's tunnel if there is one, and the opening handshake, and gives the
+    open :class:`~wsline.WebSocket`; leaving the ``async with`` block closes
+    it with 1000. ``async for ws in connect(uri)`` reconnects after each drop
+    (see :meth:`__aiter__`). The URI and the options are checked when
+    ``connect(...)`` is called, before any connection is made. Only the
+    ``uri`` is positional.
 
-    ``proxy`` chooses an HTTP ``CONNECT`` or SOCKS5 proxy: ``True`` (the
-    default) takes it from the environment (``https_proxy`` for ``wss://``,
-    ``http_proxy`` for ``ws://``, then ``all_proxy``; the lowercase names
-    first; hosts listed in ``no_proxy`` are reached directly); ``None`` or
-    ``False`` never uses one; a URL (``http://user:password@host:port``,
-    ``https://...`` for TLS to the proxy, ``socks5://...`` or
-    ``socks5h://...``) uses that proxy. ``proxy_ssl`` is the
-    :class:`ssl.SSLContext` for an ``https://`` proxy. TLS to the server
-    runs end to end through the tunnel. A proxy that cannot be reached or
-    refuses the tunnel raises :class:`~wsline.errors.ProxyError` (with
-    ``status``, e.g. 407 when it wants credentials). ``sock=`` disables the
-    proxy. The proxy chosen (a :class:`wsline.proxy.Proxy`, or ``None``) is
-    the ``proxy`` attribute.
+    :param uri: ``ws://host[:port]/path?query`` or ``wss://...``; anything else
+        raises :class:`~wsline.errors.InvalidURI` (a :class:`ValueError`).
+    :param subprotocols: subprotocol names to offer, in order of preference;
+        the server's choice is ``ws.subprotocol``, and a choice that was not
+        offered raises :class:`~wsline.errors.NegotiationError`.
+    :param headers: extra request headers, as a mapping or ``(name, value)``
+        pairs (a token, a cookie); a name or value HTTP cannot carry raises
+        :class:`ValueError`.
+    :param origin: the ``Origin`` header to send (browsers always send one;
+        by default this client sends none).
+    :param compression: ``"deflate"`` (the default) offers permessage-deflate;
+        ``None`` does not. Anything else raises :class:`ValueError`.
+    :param deflate: a :class:`~wsline.DeflateConfig` for the offer; the default
+        is :data:`~wsline.protocol.deflate.DEFAULT_CLIENT_CONFIG`.
+    :param open_timeout: seconds for the TCP connect, TLS, the proxy's tunnel
+        and the HTTP handshake together; then
+        :class:`~wsline.errors.OpenTimeout` (a :class:`TimeoutError`).
+        ``None``: no limit.
+    :param ping_interval: seconds between keepalive pings; ``None`` sends none.
+    :param ping_timeout: seconds to wait for a keepalive ping's pong before the
+        connection is considered dead and dropped
+        (:class:`~wsline.errors.KeepaliveTimeout`); ``None`` waits forever.
+    :param close_timeout: seconds the closing handshake may take before the
+        TCP connection is aborted.
+    :param max_size: the largest message accepted, in bytes, after
+        decompression (1009 beyond); ``None``: no limit.
+    :param max_queue: how many received messages may wait unread before
+        reading from the socket pauses; ``None``: no limit.
+    :param write_limit: the write buffer's high-water mark, in bytes:
+        :meth:`WebSocket.send` waits while more than this is buffered.
+    :param ssl: for ``wss://``, the :class:`ssl.SSLContext` to use; by default
+        (``None`` or ``True``) one from :func:`ssl.create_default_context`,
+        which verifies the server's certificate and host name. Given for a
+        ``ws://`` URI, it raises :class:`ValueError`.
+    :param server_hostname: the name TLS checks the certificate against and
+        sends as SNI (default: the URI's host); useful with ``host=``.
+    :param sock: an already connected socket to run the handshake on (no
+        proxy is used then).
+    :param host: connect to this host instead of the URI's (the ``Host``
+        header still names the URI's).
+    :param port: connect to this port instead of the URI's.
+    :param user_agent: the ``User-Agent`` header; ``None`` sends none.
+    :param backoff_initial: reconnection (``async for``): the first retry
+        waits up to this many seconds.
+    :param backoff_max: reconnection: no wait is longer than this.
+    :param backoff_factor: reconnection: each failed attempt multiplies the
+        longest wait by this.
+    :param proxy: an HTTP ``CONNECT`` or SOCKS5 proxy. ``True`` (the default)
+        takes it from the environment: ``https_proxy`` for ``wss://``,
+        ``http_proxy`` for ``ws://``, then ``all_proxy`` (lowercase names
+        first), except for the hosts listed in ``no_proxy``. ``None`` or
+        ``False`` never uses one. A URL uses that proxy:
+        ``http://[user:password@]host[:port]``, ``https://...`` (TLS to the
+        proxy), ``socks5://...`` (this side resolves the server's name) or
+        ``socks5h://...`` (the proxy does). TLS to the server runs end to end
+        through the tunnel. The proxy chosen is the :attr:`proxy` attribute
+        (a :class:`~wsline.protocol.proxy.Proxy`, or ``None``).
+    :param proxy_ssl: the :class:`ssl.SSLContext` for an ``https://`` proxy
+        (default: :func:`ssl.create_default_context`).
+    :raises ~wsline.errors.InvalidURI: for a URI that is not ``ws://`` or
+        ``wss://`` (when ``connect(...)`` is called).
+    :raises ValueError: for an invalid option (when ``connect(...)`` is called).
+    :raises ~wsline.errors.ConnectRefused: (when awaited) nothing listens on
+        the server's port; :class:`~wsline.errors.ConnectFailed` for other
+        failures to connect (unreachable, a name not found). Both are
+        :class:`OSError` subclasses.
+    :raises ~wsline.errors.OpenTimeout: after ``open_timeout``.
+    :raises ~wsline.errors.InvalidStatus: the server answered with another
+        status than 101 (``status``, ``headers`` and ``body`` tell more).
+    :raises ~wsline.errors.InvalidHandshake: a bad 101, a failed TLS
+        handshake or certificate check; :class:`~wsline.errors.NegotiationError`
+        for a bad subprotocol or extension answer.
+    :raises ~wsline.errors.ProxyError: the proxy cannot be reached or refuses
+        the tunnel (``status`` is e.g. 407 when it wants credentials).
     """
 
     def __init__(
@@ -191,6 +253,7 @@ class connect:
     ) -> None:
         if compression not in ("deflate", None):
             raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+        #: The URI, as given.
         self.uri = uri
         self._wsuri: WSURI = parse_uri(uri)
         if ssl and not self._wsuri.secure:
@@ -218,6 +281,7 @@ class connect:
         self.backoff_max = backoff_max
         self.backoff_factor = backoff_factor
         self._ws: WebSocket | None = None
+        #: The proxy the connections go through (a :class:`~wsline.protocol.proxy.Proxy`), or ``None``.
         self.proxy: Proxy | None = None
         if sock is None:
             self.proxy = select_proxy(proxy, self._wsuri.host, self._wsuri.port, self._wsuri.secure)

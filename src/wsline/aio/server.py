@@ -689,29 +689,107 @@ def serve(
     """Start a WebSocket server; ``handler(ws)`` runs for each connection.
 
     Use ``async with serve(handler, "127.0.0.1", 8000) as server:`` or
-    ``server = await serve(...)``. Returning from the handler closes the
-    connection with 1000; an exception closes it with 1011 and goes to
-    ``server.errors`` and the ``wsline`` logger. A :class:`~wsline.Listener`
-    subclass in place of ``handler`` selects the callback API (one instance
-    per connection, no task, no await per message).
+    ``server = await serve(...)``; either way the result is a :class:`Server`
+    (``serve()`` itself returns an object that is both awaitable and an async
+    context manager; leaving the ``async with`` block closes the server). A
+    script that runs until Ctrl-C calls :meth:`Server.serve_forever`.
 
-    - ``subprotocols``: names in this server's order of preference; the first
-      one the client offered is chosen (``select_subprotocol(request, offered)``
-      overrides).
-    - ``origins``: allowed ``Origin`` values (``None`` in the list admits
-      clients that send none); others get 403.
-    - ``process_request(request)``: runs before the handshake; return a
-      :class:`~wsline.protocol.handshake.Response` to answer with it instead
-      (e.g. a page, or a 401), or ``None`` to go on.
-    - ``http_handler(request)``: answers plain HTTP requests (not upgrades) on
-      the same port with a :class:`~wsline.protocol.handshake.Response`
-      (keep-alive, HEAD and request bodies up to ``max_body_size`` handled);
-      without it they get 426. A :class:`wsline.http.Router` passed as
-      ``handler`` provides both kinds of route.
-    - ``max_connections_per_client``: open connections allowed per client IP
-      address; more get 429.
-    - ``compression="deflate"`` accepts permessage-deflate (``deflate`` tunes it);
-      ``None`` turns it off.
+    Returning from the handler closes the connection with 1000; an exception
+    closes it with 1011 and goes to ``server.errors`` and the ``wsline``
+    logger. The options are checked here, before anything listens: a bad value
+    raises :class:`ValueError` (or :class:`TypeError`) at once.
+
+    :param handler: ``async def handler(ws)``, run once per connection with the
+        :class:`~wsline.WebSocket` (a :func:`functools.partial` of one, or an
+        object with an ``async def __call__``, will do; a plain ``def`` raises
+        :class:`TypeError`). A :class:`wsline.http.Router` serves its HTTP and
+        WebSocket routes. A :class:`~wsline.Listener` subclass selects the
+        callback API: one instance per connection, no task and no await per
+        message.
+    :param host: the address(es) to listen on: a host name or IP address, a
+        sequence of them, or ``None`` (or ``""``) for every interface, as
+        :meth:`asyncio.loop.create_server` takes them.
+    :param port: the TCP port; ``0`` or ``None`` picks a free one
+        (:attr:`Server.port` says which).
+    :param subprotocols: subprotocol names in this server's order of
+        preference: the first one that the client also offered is chosen; none
+        is chosen when there is no common one (the connection still opens, and
+        ``ws.subprotocol`` is ``None``).
+    :param select_subprotocol: ``select_subprotocol(request, offered)`` chooses
+        instead of ``subprotocols``: it returns one of ``offered`` (the
+        client's list, in its order) or ``None`` for none; a name that was not
+        offered answers 500.
+    :param origins: the ``Origin`` header values allowed to open a connection,
+        compared exactly (``"https://example.com"``); ``None`` in the list
+        admits clients that send no ``Origin`` (non-browser clients). Others
+        get 403. Without ``origins`` (the default) every origin is accepted:
+        :mod:`wsline.gate` has normalizing and same-origin checks.
+    :param process_request: ``process_request(request)`` (sync or async) runs
+        for every request, WebSocket upgrade or plain HTTP, once its head and
+        body are in and before anything is answered. It returns ``None`` to go
+        on, or a :class:`~wsline.Response` to answer with instead (a page, a
+        401, a 403...). :mod:`wsline.gate` has ready-made ones and
+        :func:`~wsline.gate.chain` to combine them.
+    :param http_handler: ``http_handler(request)`` (sync or async) answers the
+        plain HTTP requests (not upgrades) on the same port with a
+        :class:`~wsline.Response`; keep-alive, ``HEAD`` and request bodies up to
+        ``max_body_size`` are handled for it. Without it, plain requests get
+        426. A :class:`~wsline.http.Router` passed as ``handler`` brings its own.
+    :param compression: ``"deflate"`` (the default) accepts permessage-deflate
+        when the client offers it; ``None`` declines it. Anything else raises
+        :class:`ValueError`.
+    :param deflate: a :class:`~wsline.DeflateConfig` that tunes
+        permessage-deflate (window bits, memLevel, context takeover, the size
+        threshold); the default is
+        :data:`~wsline.protocol.deflate.DEFAULT_SERVER_CONFIG` (12-bit windows,
+        memLevel 5).
+    :param ping_interval: seconds between keepalive pings on each connection;
+        ``None`` sends none.
+    :param ping_timeout: seconds to wait for the pong to a keepalive ping; then
+        the connection is considered dead and dropped
+        (:class:`~wsline.errors.KeepaliveTimeout`, close code 1006 for the
+        handler). ``None`` waits forever.
+    :param open_timeout: seconds a client has to send a whole request head (and
+        body), from the moment it connects (408 after it); an idle keep-alive
+        connection is closed after as long. ``None`` disables the limit.
+    :param close_timeout: seconds the closing handshake may take before the
+        TCP connection is aborted; also how long :meth:`Server.close` waits for
+        handlers to return before it cancels them.
+    :param max_size: the largest message accepted, in bytes, after
+        decompression; a bigger one closes the connection with 1009 before the
+        memory is spent. ``None``: no limit.
+    :param max_queue: how many received messages may wait unread before the
+        connection stops reading from its socket (TCP then pushes back on the
+        client); reading resumes as they are read. ``None``: no limit.
+    :param write_limit: the high-water mark of each connection's write buffer,
+        in bytes: :meth:`WebSocket.send` waits while more than this is
+        buffered, :attr:`WebSocket.writing_paused` is true, and
+        :func:`wsline.broadcast` allows a backlog of 16 times it.
+    :param max_header_size: the largest request head accepted, in bytes (431
+        beyond it).
+    :param max_body_size: the largest request body accepted, in bytes (413
+        beyond it).
+    :param max_connections_per_client: how many connections one client IP
+        address may have open at once; more get 429. ``None``: no limit.
+    :param ssl: an :class:`ssl.SSLContext` with the server's certificate, for
+        ``wss://`` (and ``https://``); ``None`` serves plain ``ws://``.
+    :param sock: an already bound (and listening) socket to serve on, instead
+        of ``host`` and ``port``.
+    :param reuse_port: set ``SO_REUSEPORT`` so that several processes can
+        listen on the same port (Linux balances connections between them).
+    :param backlog: the listen queue length passed to :meth:`socket.socket.listen`.
+    :param server_header: the ``Server`` header of every response;
+        ``None`` sends none.
+    :param errors_maxlen: how many handler errors :attr:`Server.errors` keeps
+        unread before it drops the oldest.
+    :returns: an awaitable async context manager that gives the
+        :class:`Server` once it listens.
+    :raises ValueError: for an invalid option (a negative size, an empty
+        subprotocol name, an unknown ``compression``...).
+    :raises TypeError: when ``handler`` is not an async callable or a
+        :class:`~wsline.Listener` subclass.
+    :raises OSError: when awaited, if the address cannot be bound (e.g. the
+        port is taken).
     """
     if compression not in ("deflate", None):
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
