@@ -1059,7 +1059,7 @@ def test_inflate_budget_holds_input_and_resumes() -> None:
     from wsline.protocol import connection as core
     from wsline.protocol.deflate import PerMessageDeflate
 
-    sender = Connection(True, deflate=PerMessageDeflate(False), compress_threshold=0)
+    sender = Connection(True, deflate=PerMessageDeflate(False, threshold=0))
     size = 200_000
     messages = [bytes([i]) * size for i in range(30)]  # 6 MB, a few KB compressed
     wire = b"".join(sender.send_message(m) for m in messages)
@@ -1080,3 +1080,174 @@ def test_inflate_budget_holds_input_and_resumes() -> None:
     plain = Connection(False)
     data = b"".join(Connection(True).send_message(m) for m in messages)
     assert plain.receive_data(data) == messages and not plain.input_held
+
+
+# ----------------------------------------------------------- events and states
+
+
+def test_events_are_frozen_dataclasses_that_compare_by_value() -> None:
+    import dataclasses
+
+    assert Ping(b"a") == Ping(b"a") and Ping(b"a") != Ping(b"b") and Ping(b"a") != Pong(b"a")
+    assert CloseFrame(1000, "bye") == CloseFrame(1000, "bye") != CloseFrame(1001, "bye")
+    error = ProtocolError("bad")
+    assert Failure(error) == Failure(error)
+    for event in (Ping(b"a"), Pong(b"a"), CloseFrame(1000, ""), Failure(error)):
+        assert dataclasses.is_dataclass(event)
+        assert not hasattr(event, "__dict__")  # slots
+        field = dataclasses.fields(event)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(event, field, None)
+    assert repr(Ping(b"a")) == "Ping(b'a')" and repr(CloseFrame(1000, "x")) == "CloseFrame(1000, 'x')"
+
+
+def test_received_control_events_compare_with_constructed_ones(conn: Connection) -> None:
+    events = conn.receive_data(incoming(conn, Opcode.PING, b"p") + incoming(conn, Opcode.PONG, b"q"))
+    assert events == [Ping(b"p"), Pong(b"q")]
+    events = conn.receive_data(incoming(conn, Opcode.CLOSE, b"\x03\xe8bye"))
+    assert events == [CloseFrame(1000, "bye")]
+
+
+def test_states_start_at_open_and_keep_their_values() -> None:
+    assert [(s.name, s.value) for s in State] == [("OPEN", 1), ("CLOSING", 2), ("CLOSED", 3)]
+    assert not hasattr(State, "CONNECTING")  # a Connection exists only after the handshake
+
+
+# ------------------------------------------------------------ deflate protocol
+
+
+class FakeDeflate:
+    """Anything with the Deflate protocol's members will do: it 'compresses' by reversing."""
+
+    def __init__(self, threshold: int = 10, shared_key: object = None) -> None:
+        self.threshold = threshold
+        self.shared_key = shared_key
+        self.compressed: list[bytes] = []
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        self.compressed.append(bytes(data))
+        return bytes(data)[::-1]
+
+    def decompress(self, data: bytes | bytearray | memoryview, fin: bool, max_size: int) -> bytes:
+        return bytes(data)[::-1]
+
+
+def test_threshold_comes_from_the_deflate_object() -> None:
+    deflate = FakeDeflate(threshold=10)
+    conn = Connection(False, deflate=deflate)
+    assert not parse_one(conn.send_message(b"123456789")).rsv1  # 9 < 10
+    frame = parse_one(conn.send_message(b"0123456789"))
+    assert frame.rsv1 and frame.payload == b"9876543210"
+    assert parse_one(conn.send_message(b"1", compress=True)).rsv1
+    assert not parse_one(conn.send_message(b"0123456789" * 3, compress=False)).rsv1
+    deflate.threshold = 0  # read at each message
+    assert parse_one(conn.send_message(b"")).rsv1
+    assert deflate.compressed == [b"0123456789", b"1", b""]
+
+
+def test_received_compressed_frames_go_through_the_deflate_object() -> None:
+    conn = Connection(True, deflate=FakeDeflate())
+    frame = build_frame(Opcode.BINARY, b"olleh", rsv1=True)
+    assert conn.receive_data(frame) == [b"hello"]
+
+
+# ------------------------------------------------------------------ shared frames
+
+
+def test_send_shared_reuses_plain_frames_on_servers() -> None:
+    frames: dict[object, bytes] = {}
+    a, b = Connection(False), Connection(False)
+    first = a.send_shared(1, b"hi", frames)
+    assert b.send_shared(1, b"hi", frames) is first
+    assert parse_one(first) == Frame(True, False, False, False, 1, False, b"hi")
+
+
+def test_send_shared_frames_its_own_on_clients() -> None:
+    frames: dict[object, bytes] = {}
+    a, b = Connection(True), Connection(True)
+    fa, fb = a.send_shared(2, b"hi", frames), b.send_shared(2, b"hi", frames)
+    assert fa != fb and frames == {}  # masked with fresh keys
+    assert parse_one(fa).payload == parse_one(fb).payload == b"hi"
+
+
+def test_send_shared_compressed_only_with_a_shared_key() -> None:
+    frames: dict[object, bytes] = {}
+    keyed = [FakeDeflate(threshold=0, shared_key=("k",)) for _ in range(2)]
+    own = FakeDeflate(threshold=0)
+    conns = [Connection(False, deflate=d) for d in [*keyed, own]]
+    out = [c.send_shared(1, b"abc", frames) for c in conns]
+    assert out[0] is out[1] and out[2] == out[0] and out[2] is not out[0]
+    assert [len(d.compressed) for d in [*keyed, own]] == [1, 0, 1]
+    # Below the threshold or compress=False: the plain frame, shared with connections without deflate.
+    plain = conns[0].send_shared(1, b"abc", frames, compress=False)
+    assert Connection(False).send_shared(1, b"abc", frames) is plain
+    assert not parse_one(plain).rsv1
+
+
+def test_send_shared_after_close_is_invalid(conn: Connection) -> None:
+    conn.send_close()
+    with pytest.raises(InvalidState):
+        conn.send_shared(1, b"x", {})
+
+
+# ----------------------------------------------------------- closing from here
+
+
+def test_close_starts_the_handshake(conn: Connection) -> None:
+    frame = parse_one(conn.close(1001, "away"))
+    assert frame.opcode == 8 and frame.payload == b"\x03\xe9away"
+    assert conn.state is State.CLOSING and conn.close_sent == (1001, "away")
+    assert conn.close() == b""  # once
+
+
+def test_close_after_a_failure_sends_the_failure_code(conn: Connection) -> None:
+    conn.receive_data(incoming(conn, Opcode.TEXT, b"\xff"))
+    frame = parse_one(conn.close(1000, "ignored"))
+    assert frame.payload[:2] == b"\x03\xef"  # 1007
+    assert conn.close() == b""
+
+
+def test_close_after_a_deferred_peer_close_echoes_it() -> None:
+    conn = Connection(False, defer_close_reply=True)
+    conn.receive_data(build_frame(Opcode.CLOSE, b"\x0f\xa0app", mask=MASK))
+    assert conn.state is State.CLOSING and conn.close_sent is None
+    frame = parse_one(conn.close(1000, "ignored"))
+    assert frame.payload == b"\x0f\xa0app" and conn.state is State.CLOSED
+
+
+def test_close_after_eof_sends_nothing(conn: Connection) -> None:
+    conn.receive_eof()
+    assert conn.close() == b""
+
+
+def test_send_pong_takes_str(conn: Connection) -> None:
+    assert parse_one(conn.send_pong("hé")).payload == "hé".encode()
+
+
+# ------------------------------------------------------------------ held pongs
+
+
+def test_take_outbox_joins_the_frames(conn: Connection) -> None:
+    assert conn.take_outbox() == b""
+    conn.receive_data(incoming(conn, Opcode.PING, b"1") + incoming(conn, Opcode.PING, b"2"))
+    frames = parse_frames(conn.take_outbox())
+    assert [(f.opcode, f.payload) for f in frames] == [(10, b"1"), (10, b"2")]
+    assert conn.outbox == [] and conn.held_pong is None
+
+
+def test_held_pongs_keep_only_the_latest(conn: Connection) -> None:
+    for i in range(100):
+        conn.receive_data(incoming(conn, Opcode.PING, b"%d" % i))
+        assert conn.take_outbox(hold_pongs=True) == b""
+    assert conn.held_pong is not None and parse_one(conn.held_pong).payload == b"99"
+    pong = conn.release_held_pong()
+    assert parse_one(pong).opcode == 10 and parse_one(pong).payload == b"99"
+    assert conn.release_held_pong() == b""
+
+
+def test_held_pongs_let_other_frames_through() -> None:
+    conn = Connection(False)
+    conn.receive_data(incoming(conn, Opcode.PING, b"p") + incoming(conn, Opcode.CLOSE, b"\x03\xe8"))
+    frames = parse_frames(conn.take_outbox(hold_pongs=True))
+    assert [f.opcode for f in frames] == [8]  # the close reply; the pong is held
+    assert conn.release_held_pong() == b""  # never after our close frame

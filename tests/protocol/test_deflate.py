@@ -950,3 +950,53 @@ def test_window_8_compressor_is_created_with_9_bits() -> None:
 def test_repr() -> None:
     text = repr(PerMessageDeflate(False, client_max_window_bits=10))
     assert "client" in text and "client_max_window_bits=10" in text
+
+
+# ---------------------------------------------------------------- what the core reads
+
+
+def test_both_sides_carry_the_configured_threshold() -> None:
+    _, server, client = negotiate(DeflateConfig(threshold=7), DeflateConfig(threshold=99))
+    assert server.threshold == 7 and client.threshold == 99
+
+
+def test_pmd_fits_the_core_deflate_protocol() -> None:
+    from wsline.protocol.connection import Connection
+
+    _, server, client = negotiate(DeflateConfig(threshold=0))
+    sender, receiver = Connection(False, deflate=server), Connection(True, deflate=client)
+    frame = sender.send_message("x" * 100)
+    assert frame[0] & 0x40 and len(frame) < 20  # compressed: the threshold is 0
+    assert receiver.receive_data(frame) == ["x" * 100]
+
+
+@pytest.mark.parametrize(
+    ("server_nct", "client_nct", "server_key", "client_key"),
+    [
+        (False, False, False, False),
+        (True, False, True, False),
+        (False, True, False, True),
+        (True, True, True, True),
+    ],
+)
+def test_shared_key_only_without_our_context_takeover(
+    server_nct: bool, client_nct: bool, server_key: bool, client_key: bool
+) -> None:
+    config = DeflateConfig(server_no_context_takeover=server_nct, client_no_context_takeover=client_nct)
+    _, server, client = negotiate(config, config)
+    assert (server.shared_key is not None, client.shared_key is not None) == (server_key, client_key)
+
+
+def test_equal_shared_keys_compress_alike() -> None:
+    config = DeflateConfig(server_no_context_takeover=True, server_max_window_bits=10, compress_level=3)
+    servers = [negotiate(config)[1] for _ in range(2)]
+    assert servers[0].shared_key == servers[1].shared_key == (10, 3, 5)
+    servers[0].compress(b"some history " * 10)  # no context is kept: history does not matter
+    for message in (b"abc" * 50, b"abc" * 50, b"other"):
+        assert servers[0].compress(message) == servers[1].compress(message)
+    other = negotiate(DeflateConfig(server_no_context_takeover=True, compress_level=9))[1]
+    assert other.shared_key != servers[0].shared_key
+    # 8-bit windows compress with 9 bits: the key says what the compressor uses.
+    eight = negotiate(DeflateConfig(server_no_context_takeover=True, server_max_window_bits=8))[1]
+    nine = negotiate(DeflateConfig(server_no_context_takeover=True, server_max_window_bits=9))[1]
+    assert eight.shared_key == nine.shared_key

@@ -476,7 +476,10 @@ def test_messages_round_trip(
     with and without permessage-deflate) come out unchanged on the other side."""
     msgs = data.draw(messages)
     client_pmd, server_pmd = deflate_pair(*reset, bits=bits) if deflate else (None, None)
-    sender = Connection(from_client, deflate=client_pmd if from_client else server_pmd, compress_threshold=0)
+    sender_pmd = client_pmd if from_client else server_pmd
+    if sender_pmd is not None:
+        sender_pmd.threshold = 0  # every message compressed
+    sender = Connection(from_client, deflate=sender_pmd)
     peer = Connection(not from_client, deflate=server_pmd if from_client else client_pmd)
     wire = []
     expected: list[Norm] = []

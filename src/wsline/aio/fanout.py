@@ -185,7 +185,7 @@ def broadcast(
         deflate = core.deflate
         if core.is_client:
             data = core.send_message(message, compress=compress)
-        elif deflate is None or compress is False or (not compress and size < core.compress_threshold):
+        elif deflate is None or compress is False or (not compress and size < deflate.threshold):
             if plain is None:
                 plain = build_frame(opcode, payload)
             data = plain

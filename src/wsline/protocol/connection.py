@@ -7,14 +7,22 @@ the protocol itself must send in reply (pongs, the close reply) collect in
 :attr:`Connection.outbox`; the I/O layer writes them out after each call. After
 a :class:`Failure`, the I/O layer sends :meth:`Connection.send_failure_close`.
 The ``send_*`` methods return the bytes to write.
+
+A :class:`Connection` exists only after the opening handshake: it starts
+:attr:`State.OPEN` (the handshake has its own objects, in
+:mod:`~wsline.protocol.handshake`), so there is no ``CONNECTING`` state.
+The events are frozen dataclasses with slots: they compare with ``==``.
+Message-level helpers over it (fragmented sends, ping bookkeeping) are in
+:mod:`~wsline.protocol.session`.
 """
 
 from __future__ import annotations
 
 import codecs
 import struct
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Hashable, Iterator, Protocol, Union
 
 from ..errors import (
     ConnectionClosed,
@@ -33,6 +41,9 @@ from .frames import (
     parse_close_payload,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .deflate import PerMessageDeflate
+
 __all__ = [
     "State",
     "Ping",
@@ -40,6 +51,7 @@ __all__ = [
     "CloseFrame",
     "Failure",
     "Event",
+    "Deflate",
     "Connection",
     "InvalidState",
 ]
@@ -58,58 +70,58 @@ _SMALL_PIECE = 4096
 
 
 class State(IntEnum):
-    """Connection states (RFC 6455 4, 7)."""
+    """Connection states (RFC 6455 7), from the end of the opening handshake on.
 
-    CONNECTING = 0
+    There is no ``CONNECTING``: a :class:`Connection` is made once the
+    handshake succeeded (the values of the others are those of RFC 6455's
+    readyState, and stay).
+    """
+
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
 
 
+_OPEN = State.OPEN
+_CLOSED = State.CLOSED
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """A ping frame arrived (the pong is already in the outbox)."""
 
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+    payload: bytes
 
     def __repr__(self) -> str:
         return f"Ping({self.payload!r})"
 
 
+@dataclass(frozen=True, slots=True)
 class Pong:
     """A pong frame arrived."""
 
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+    payload: bytes
 
     def __repr__(self) -> str:
         return f"Pong({self.payload!r})"
 
 
+@dataclass(frozen=True, slots=True)
 class CloseFrame:
     """The peer's close frame arrived (1005 when it carried no code)."""
 
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
+    code: int
+    reason: str
 
     def __repr__(self) -> str:
         return f"CloseFrame({self.code}, {self.reason!r})"
 
 
+@dataclass(frozen=True, slots=True)
 class Failure:
     """The peer broke the protocol; fail with ``send_failure_close()`` (code ``error.code``)."""
 
-    __slots__ = ("error",)
-
-    def __init__(self, error: ProtocolError) -> None:
-        self.error = error
+    error: ProtocolError
 
     def __repr__(self) -> str:
         return f"Failure({self.error.code}, {self.error.reason!r})"
@@ -122,21 +134,45 @@ class InvalidState(Exception):
     """A frame was sent in a state that does not allow it (after the close frame)."""
 
 
-class _Deflate:
-    """What the core needs from a negotiated permessage-deflate instance."""
+class Deflate(Protocol):
+    """What the core needs from a negotiated permessage-deflate (``PerMessageDeflate`` fits it)."""
 
-    def compress(self, data: BytesLike) -> bytes:  # pragma: no cover - protocol
-        raise NotImplementedError
+    @property
+    def threshold(self) -> int:
+        """Messages shorter than this many bytes go uncompressed (unless asked for)."""
+        ...
 
-    def decompress(self, data: BytesLike, fin: bool, max_size: int) -> bytes:  # pragma: no cover
-        raise NotImplementedError
+    @property
+    def shared_key(self) -> Hashable | None:
+        """Set when :meth:`compress` carries no context from one message to the next.
+
+        Then its output depends on the message and on this key alone, so one
+        compressed frame fits every connection with an equal key (fan-out);
+        ``None`` with context takeover.
+        """
+        ...
+
+    def compress(self, data: BytesLike) -> bytes:
+        """One whole message, compressed into a frame payload (RSV1 set)."""
+        ...
+
+    def decompress(self, data: BytesLike, fin: bool, max_size: int) -> bytes:
+        """One frame's payload of a compressed message, inflated to ``max_size`` bytes at most."""
+        ...
+
+
+if TYPE_CHECKING:  # pragma: no cover - mypy checks that the real one fits
+
+    def _fits(deflate: PerMessageDeflate) -> Deflate:
+        return deflate
 
 
 class Connection:
     """One side of a WebSocket connection after the opening handshake.
 
     ``max_size`` bounds a whole message (after decompression); ``None`` means no
-    limit. ``deflate`` is the negotiated permessage-deflate state, if any. With
+    limit. ``deflate`` is the negotiated permessage-deflate state, if any
+    (messages shorter than its ``threshold`` go uncompressed). With
     ``defer_close_reply``, the peer's close frame is not answered at once: the
     application may first answer the messages that came before it, then sends
     :meth:`send_close_reply` (RFC 6455 5.5.1 allows finishing the current message).
@@ -147,8 +183,7 @@ class Connection:
         is_client: bool,
         *,
         max_size: int | None = 2**20,
-        deflate: object | None = None,
-        compress_threshold: int = 32,
+        deflate: Deflate | None = None,
         defer_close_reply: bool = False,
     ) -> None:
         self.is_client = is_client
@@ -156,13 +191,14 @@ class Connection:
         self.state = State.OPEN
         self.max_size: int = max_size if max_size is not None else (1 << 63)
         self.deflate = deflate
-        self.compress_threshold = compress_threshold
         self.outbox: list[bytes] = []
         self.close_sent: tuple[int, str] | None = None
         self.close_rcvd: CloseFrame | None = None
         #: True when our close frame went out before the peer's arrived.
         self.close_sent_first = False
         self.failure: ProtocolError | None = None
+        #: The latest pong kept back by ``take_outbox(hold_pongs=True)``.
+        self.held_pong: bytes | None = None
         self.eof = False
         self._masks = MaskSource() if is_client else None
         self._buf = bytearray()
@@ -388,7 +424,7 @@ class Connection:
         if self._msg_compressed:
             deflate = self.deflate
             assert deflate is not None
-            piece = deflate.decompress(piece, last, self.max_size - self._msg_size)  # type: ignore[attr-defined]
+            piece = deflate.decompress(piece, last, self.max_size - self._msg_size)
             self._msg_size += len(piece)
             self._inflated += len(piece)
             if self._msg_size > self.max_size:
@@ -507,9 +543,41 @@ class Connection:
             payload = _frames.as_bytes_view(message) if type(message) is memoryview else message
         deflate = self.deflate
         if deflate is not None and compress is not False:
-            if compress or len(payload) >= self.compress_threshold:
-                return self._frame_bytes(opcode, deflate.compress(payload), True, True)  # type: ignore[attr-defined]
+            if compress or len(payload) >= deflate.threshold:
+                return self._frame_bytes(opcode, deflate.compress(payload), True, True)
         return self._frame_bytes(opcode, payload)
+
+    def send_shared(
+        self, opcode: int, payload: BytesLike, frames: dict[Hashable, bytes], compress: bool | None = None
+    ) -> bytes:
+        """Frame a message that many connections send alike (fan-out); ``opcode`` 1 text, 2 binary.
+
+        ``frames`` is one dict shared by those connections for this message: a
+        frame that fits the others is kept there and reused. Unmasked,
+        uncompressed frames fit every server connection; a compressed one,
+        every server connection whose deflate has the same ``shared_key`` (no
+        context takeover). Client frames are masked: each is its own.
+        """
+        if self.close_sent is not None or self.state is _CLOSED:  # _check_can_send, inlined
+            raise InvalidState(f"cannot send in state {self.state.name}")
+        deflate = self.deflate
+        shared = self._masks is None
+        if deflate is not None and compress is not False and (compress or len(payload) >= deflate.threshold):
+            key = deflate.shared_key if shared else None
+            if key is None:
+                return self._frame_bytes(opcode, deflate.compress(payload), True, True)
+            frame = frames.get(key)
+            if frame is None:
+                # This connection's compressor starts from an empty window and
+                # is reset after the message: its frame fits the others alike.
+                frame = frames[key] = self._frame_bytes(opcode, deflate.compress(payload), True, True)
+            return frame
+        if not shared:
+            return self._frame_bytes(opcode, payload)
+        frame = frames.get(opcode)
+        if frame is None:
+            frame = frames[opcode] = self._frame_bytes(opcode, payload)
+        return frame
 
     def send_frame(self, opcode: int, payload: BytesLike, fin: bool) -> bytes:
         """Frame one fragment (``opcode`` 0 continues a message). Never compressed."""
@@ -523,9 +591,11 @@ class Connection:
             raise ValueError("ping payload longer than 125 bytes")
         return self._frame_bytes(9, payload)
 
-    def send_pong(self, payload: BytesLike = b"") -> bytes:
-        """Frame an unsolicited pong (payload at most 125 bytes)."""
+    def send_pong(self, payload: BytesLike | str = b"") -> bytes:
+        """Frame an unsolicited pong (payload at most 125 bytes; ``str`` is sent as UTF-8)."""
         self._check_can_send()
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
         if len(payload) > 125:
             raise ValueError("pong payload longer than 125 bytes")
         return self._frame_bytes(10, payload)
@@ -546,11 +616,57 @@ class Connection:
             self.state = State.CLOSED
         return self._frame_bytes(8, payload)
 
+    def close(self, code: int | None = 1000, reason: str = "") -> bytes:
+        """Close from this side now; returns the close frame to write (``b""``: one went out already).
+
+        After a :class:`Failure` that is the protocol error's close
+        (:meth:`send_failure_close`); after the peer's close frame (deferred
+        with ``defer_close_reply``), the echo of its code
+        (:meth:`send_close_reply`); otherwise a new close with ``code`` and
+        ``reason`` (:meth:`send_close`).
+        """
+        if self.failure is not None:
+            return self.send_failure_close()
+        if self.close_rcvd is not None:
+            return self.send_close_reply()
+        return self.send_close(code, reason)
+
     def data_to_send(self) -> Iterator[bytes]:
         """Take the frames queued by the protocol itself (pongs, close replies)."""
         out = self.outbox
         self.outbox = []
         return iter(out)
+
+    def take_outbox(self, hold_pongs: bool = False) -> bytes:
+        """Take the frames queued by the protocol itself, joined (``b""`` when none).
+
+        ``hold_pongs``: the peer is not reading what we write (the I/O layer's
+        write buffer is full). Then pongs stay out, and only the latest is kept
+        in :attr:`held_pong` (RFC 6455 5.5.3 allows answering only the most
+        recent ping): a ping flood from a peer that never reads cannot pile up
+        pongs without bound. :meth:`release_held_pong` gives it back.
+        """
+        out = self.outbox
+        if not out:
+            return b""
+        self.outbox = []
+        if hold_pongs:
+            kept = []
+            for frame in out:
+                if frame[0] == 0x8A:  # a pong (FIN + opcode 0xA)
+                    self.held_pong = frame
+                else:
+                    kept.append(frame)
+            out = kept
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def release_held_pong(self) -> bytes:
+        """The pong kept back by :meth:`take_outbox`, once writing resumes (``b""``: none, or closing)."""
+        pong = self.held_pong
+        if pong is None:
+            return b""
+        self.held_pong = None
+        return pong if self.close_sent is None else b""
 
     # ---------------------------------------------------------------- close info
 

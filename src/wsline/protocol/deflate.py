@@ -77,8 +77,9 @@ class DeflateConfig:
     on ourselves in the response, and the window bits are upper limits applied
     to what the client offers. On a client, they are what the offer asks for;
     ``client_max_window_bits=None`` offers the valueless parameter (the server
-    may then pick any client window). ``threshold`` is for the caller: messages
-    shorter than this many bytes are not worth compressing.
+    may then pick any client window). ``threshold``: messages shorter than this
+    many bytes are not worth compressing and go uncompressed (the negotiated
+    :class:`PerMessageDeflate` carries it to the connection).
 
     ``serve()`` uses :data:`DEFAULT_SERVER_CONFIG` and ``connect()``
     :data:`DEFAULT_CLIENT_CONFIG` when given none.
@@ -136,6 +137,13 @@ class PerMessageDeflate:
     ints (15 when the parameter was not negotiated). ``is_server`` says which
     side this object is: "our" side compresses with its own window and
     context-takeover rule, and inflates with the peer's.
+
+    It is what :class:`~wsline.protocol.connection.Connection` takes as
+    ``deflate`` (it fits the core's ``Deflate`` protocol): ``threshold`` (from
+    :attr:`DeflateConfig.threshold`) is the size below which messages go
+    uncompressed; ``shared_key`` is set when our side keeps no context between
+    messages: a compressed message then depends on it alone, and one compressed
+    frame fits every connection with an equal key (fan-out).
     """
 
     __slots__ = (
@@ -153,6 +161,7 @@ class PerMessageDeflate:
         "mem_level",
         "server_max_window_bits",
         "server_no_context_takeover",
+        "shared_key",
         "threshold",
     )
 
@@ -189,6 +198,9 @@ class PerMessageDeflate:
             self._remote_reset = server_no_context_takeover
         self._compress_bits = max(local_bits, _MIN_COMPRESS_BITS)
         self._inflate_bits = remote_bits
+        self.shared_key: tuple[int, int, int] | None = (
+            (self._compress_bits, compress_level, mem_level) if self._local_reset else None
+        )
         self._compressor: zlib._Compress | None = None
         self._decompressor: zlib._Decompress | None = None
         self._fed = False  # the current incoming message had compressed bytes

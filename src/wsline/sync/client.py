@@ -728,7 +728,6 @@ def connect(
         True,
         max_size=max_size,
         deflate=negotiated,
-        compress_threshold=deflate_config.threshold if deflate_config is not None else 0,
     )
     request = Request("GET", wsuri.resource, Headers(_request_headers(request_bytes)))
     return ClientConnection(
