@@ -1224,3 +1224,73 @@ async def test_read_backpressure_with_messages_in_the_101_segment(raw_server):
     finally:
         stop.set()
         ws.abort()
+
+
+# ------------------------------------------------- keepalive, pings, close callbacks
+
+
+async def test_keepalive_ping_answered_by_the_pong_to_a_later_ping(raw_server):
+    """A peer may answer only the latest of several pings (RFC 6455 5.5.3): that answers the keepalive too."""
+    keepalive_seen = asyncio.Event()
+
+    async def server(peer):
+        await peer.accept()
+        first = await peer.read_frame()
+        assert first.opcode == 9
+        keepalive_seen.set()  # not answered
+        while True:
+            frame = await peer.read_frame(timeout=5)
+            if frame.opcode == 9:
+                await peer.send_frame(10, frame.payload)  # from here on, every ping is answered
+            elif frame.opcode == 8:
+                return
+
+    port = await raw_server(server)
+    ws = await client(f"ws://{HOST}:{port}/", compression=None, ping_interval=0.3, ping_timeout=0.6)
+    try:
+        await asyncio.wait_for(keepalive_seen.wait(), 2)
+        assert ws.latency is None
+        rtt = await asyncio.wait_for(ws.ping(b"later"), 2)
+        assert ws.latency == pytest.approx(rtt)
+        assert len(ws._pings) == 0  # the keepalive ping was answered along with it
+        await asyncio.sleep(0.9)  # past the first keepalive ping's timeout
+        assert ws.state is State.OPEN
+    finally:
+        await ws.close()
+
+
+async def test_several_pings_answered_by_the_last_pong(raw_server):
+    async def server(peer):
+        await peer.accept()
+        payloads = [(await peer.read_frame()).payload for _ in range(3)]
+        await peer.send_frame(10, payloads[-1])
+        await peer.read_close()
+
+    port = await raw_server(server)
+    ws = await client(f"ws://{HOST}:{port}/", compression=None, ping_interval=None)
+    try:
+        pings = [ws.ping(), ws.ping(b"two"), ws.ping("three")]
+        rtts = await asyncio.wait_for(asyncio.gather(*pings), 2)
+        assert rtts[0] >= rtts[1] >= rtts[2] == ws.latency
+        with pytest.raises(ValueError, match="125"):
+            ws.ping(b"x" * 126)
+    finally:
+        await ws.close()
+
+
+async def test_pong_accepts_str_and_bytes(raw_server):
+    got: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def server(peer):
+        await peer.accept()
+        got.set_result([(await peer.read_frame()).payload for _ in range(2)])
+        await peer.read_close()
+
+    port = await raw_server(server)
+    ws = await client(f"ws://{HOST}:{port}/", compression=None, ping_interval=None)
+    try:
+        await ws.pong("hé")
+        await ws.pong(bytearray(b"b"))
+        assert await asyncio.wait_for(got, 2) == ["hé".encode(), b"b"]
+    finally:
+        await ws.close()

@@ -635,8 +635,54 @@ def test_ping_timeout(raw_server):
     with pytest.raises(TimeoutError, match="no pong"):
         ws.ping(timeout=0.1)
     assert ws.state is wsline.State.OPEN
-    assert ws._pings == {}
+    assert len(ws._pings) == 0  # the timed-out ping is forgotten
     ws.close()
+
+
+def test_a_pong_answers_every_earlier_ping(raw_server):
+    """Pings from two threads; the server answers only the later one (RFC 6455 5.5.3)."""
+    got_two: queue.Queue[Any] = queue.Queue()
+
+    def script(conn):
+        accept(conn)
+        first = read_frame(conn)
+        second = read_frame(conn)
+        assert first[1] == second[1] == 9
+        got_two.put(True)
+        conn.sendall(frame(10, second[2]))
+        conn.sendall(close_frame())
+        read_close(conn)
+
+    server = raw_server(script)
+    with client(server.url) as ws:
+        results: queue.Queue[Any] = queue.Queue()
+        first = threading.Thread(target=lambda: results.put(("first", ws.ping(b"one", timeout=WAIT))))
+        first.start()
+        while len(ws._pings) == 0:
+            time.sleep(0.001)
+        second = threading.Thread(target=lambda: results.put(("second", ws.ping("two", timeout=WAIT))))
+        second.start()
+        get(got_two)
+        first.join(WAIT)
+        second.join(WAIT)
+        answers = dict([get(results), get(results)])
+        assert answers["first"] >= answers["second"] == ws.latency
+
+
+def test_pong_takes_str_and_bytes(raw_server):
+    seen: queue.Queue[Any] = queue.Queue()
+
+    def script(conn):
+        accept(conn)
+        seen.put([read_frame(conn)[1:3] for _ in range(2)])
+        conn.sendall(close_frame())
+        read_close(conn)
+
+    server = raw_server(script)
+    with client(server.url) as ws:
+        ws.pong("hé")
+        ws.pong(bytearray(b"b"))
+        assert get(seen) == [(10, "hé".encode()), (10, b"b")]
 
 
 def test_keepalive_keeps_a_live_connection(echo_url):

@@ -17,18 +17,18 @@ from typing import (
     Awaitable,
     Callable,
     Iterable,
-    Mapping,
     Union,
     cast,
 )
 
-from .._status import ConnectionStatus
+from .._status import ConnectionStatus, format_address
 from ..errors import (
     ConnectionClosed,
     ConnectionClosedOK,
 )
 from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Ping, Pong, State
 from ..protocol.handshake import Request, Response
+from ..protocol.session import Fragmenter, PingTracker, check_pieces
 
 __all__ = ["WebSocket", "Data"]
 
@@ -83,13 +83,6 @@ class _ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{extra['conn_id']} {extra['remote']}] {msg}", kwargs
 
 
-def _format_address(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
-    return str(addr)
-
-
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
     """Turn Nagle's algorithm off on a TCP transport."""
     sock = transport.get_extra_info("socket")
@@ -120,7 +113,6 @@ class WebSocket(ConnectionStatus):
         "_cork_limit",
         "_drain_waiters",
         "_eager",
-        "_held_pong",
         "_input_held",
         "_keepalive_failed",
         "_keepalive_handle",
@@ -143,7 +135,6 @@ class WebSocket(ConnectionStatus):
         "_write_paused",
         "close_timeout",
         "id",
-        "latency",
         "local_address",
         "ping_interval",
         "ping_timeout",
@@ -199,21 +190,18 @@ class WebSocket(ConnectionStatus):
         self._wbuf_size = 0
         self._cork_limit = max(1, min(write_limit, 1 << 16))
         self._eager = True  # the next frame may be written at once (see _write)
-        self._held_pong: bytes | None = None  # see _hold_pongs
         self._input_held = False  # the core holds input back (see _feed)
         #: The callback API's listener (wsline.Listener), if the server runs one.
         self._listener: Listener | None = None
         self._report_error: Callable[[BaseException], None] | None = None
         self._lost = False
         self._lost_future: asyncio.Future[None] | None = None  # created on demand (_lost_fut)
-        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._pings: PingTracker[asyncio.Future[float]] = PingTracker()
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._keepalive_ping: bytes | None = None
         self._keepalive_failed = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.Handle | None = None
-        #: Round-trip time of the last answered ping, in seconds.
-        self.latency: float | None = None
         if ping_interval is not None:
             self._keepalive_handle = self._loop.call_later(ping_interval, self._keepalive_tick)
 
@@ -222,7 +210,7 @@ class WebSocket(ConnectionStatus):
         """A logger adapter whose records carry this connection's id and peer (``conn_id``, ``remote``)."""
         adapter = self._logger
         if adapter is None:
-            extra = {"conn_id": self.id, "remote": _format_address(self.remote_address)}
+            extra = {"conn_id": self.id, "remote": format_address(self.remote_address)}
             adapter = self._logger = _ConnLogger(logger, extra)
         return adapter
 
@@ -250,7 +238,7 @@ class WebSocket(ConnectionStatus):
 
     def __repr__(self) -> str:
         side = "client" if self.is_client else "server"
-        return f"<WebSocket {self.id} {side} {_format_address(self.remote_address)} {self.state.name}>"
+        return f"<WebSocket {self.id} {side} {format_address(self.remote_address)} {self.state.name}>"
 
     # --------------------------------------------------------- protocol input
 
@@ -272,10 +260,8 @@ class WebSocket(ConnectionStatus):
             if not self._reading_paused and not self._lost:
                 self._transport.resume_reading()
         if core.outbox:
-            if self._write_paused:
-                self._hold_pongs(core)
-            else:
-                self._write(b"".join(core.data_to_send()))
+            # While the peer does not read, only its latest ping is answered.
+            self._write(core.take_outbox(hold_pongs=self._write_paused))
         if _debug_enabled(DEBUG):
             self._trace_events(events)
         for event in events:
@@ -309,31 +295,13 @@ class WebSocket(ConnectionStatus):
         if self._input_held and not self._lost and not self._reading_paused:
             self._feed(memoryview(b""))
 
-    def _hold_pongs(self, core: Connection) -> None:
-        """While the peer does not read, answer only its latest ping (RFC 6455 5.5.3 allows it).
-
-        A ping flood from a peer that never reads would otherwise pile up pongs
-        without bound; the held pong goes out when writing resumes.
-        """
-        out = []
-        for frame in core.data_to_send():
-            if frame[0] == 0x8A:  # a pong (FIN + opcode 0xA)
-                self._held_pong = frame
-            else:
-                out.append(frame)
-        if out:
-            self._write(b"".join(out))
-
     def _send_pending_close(self) -> None:
         """Answer the peer's close frame, or fail the connection after a protocol error."""
         if self._close_handle is not None:
             self._close_handle.cancel()
             self._close_handle = None
         if not self._lost:
-            core = self._core
-            data = core.send_failure_close() if core.failure is not None else core.send_close_reply()
-            if data:
-                self._write(data)
+            self._write(self._core.close())  # the failure's close, or the reply to the peer's
         self._on_closing()
 
     def _trace_events(self, events: list[Any]) -> None:
@@ -433,11 +401,10 @@ class WebSocket(ConnectionStatus):
             if not drain.done():
                 drain.set_exception(closed)
         self._drain_waiters.clear()
-        for ping, _ in self._pings.values():
+        for ping in self._pings.clear():
             if not ping.done():
                 ping.set_exception(closed)
                 ping.exception()  # nobody may await it: do not log "never retrieved"
-        self._pings.clear()
         lost_future = self._lost_future
         if lost_future is not None and not lost_future.done():
             lost_future.set_result(None)
@@ -460,11 +427,8 @@ class WebSocket(ConnectionStatus):
 
     def _resume_writing(self) -> None:
         self._write_paused = False
-        pong = self._held_pong
-        if pong is not None:
-            self._held_pong = None
-            if not self._lost and self._core.close_sent is None:
-                self._write(pong)
+        if not self._lost:
+            self._write(self._core.release_held_pong())
         waiters = self._drain_waiters
         self._drain_waiters = []
         for fut in waiters:
@@ -617,12 +581,8 @@ class WebSocket(ConnectionStatus):
                 pass
         if isinstance(message, (str, bytes, bytearray, memoryview)):
             self._send_message(message, compress)
-        elif isinstance(message, Mapping):
-            raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
-        elif isinstance(message, AsyncIterable) or isinstance(message, Iterable):
-            await self._send_fragments(message)
         else:
-            raise TypeError(f"cannot send {type(message).__name__}; use str or a bytes-like object")
+            await self._send_fragments(message)
         if self._write_paused:
             await self._drain()
 
@@ -654,46 +614,35 @@ class WebSocket(ConnectionStatus):
         self._send_message(message, compress)
 
     async def _send_fragments(self, pieces: Iterable[Sendable] | AsyncIterable[Sendable]) -> None:
+        check_pieces(pieces, allow_async=True)
         if self._send_lock is None:
             self._send_lock = asyncio.Lock()
         async with self._send_lock:
-            first = True
-            previous: Sendable | None = None
+            fragmenter = Fragmenter(self._core)
             try:
                 async for piece in _aiter(pieces):
-                    if not isinstance(piece, (str, bytes, bytearray, memoryview)):
-                        raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
-                    if previous is not None:
-                        if isinstance(previous, str) != isinstance(piece, str):
-                            raise TypeError("all fragments of a message must be str, or all bytes-like")
-                        self._write_fragment(previous, False, first)
-                        first = False
+                    data = fragmenter.push(piece)
+                    if data:
+                        self._write_fragment(data)
                         if self._write_paused:
                             await self._drain()
-                    previous = piece
-                if previous is not None:
-                    self._write_fragment(previous, True, first)
-            except BaseException:
-                if not first and not self._lost and self._core.close_sent is None:
+                self._write_fragment(fragmenter.finish())
+            except BaseException as exc:
+                close = b"" if self._lost else fragmenter.abort()
+                if close:
                     # Half a message is on the wire and the rest will never
                     # come: the stream cannot carry another message. Close.
                     self.logger.info("fragmented send failed midway; closing with 1011")
-                    self._write(self._core.send_close(1011, "incomplete fragmented message"))
+                    self._write(close)
                     self._start_close_timer()
+                if isinstance(exc, InvalidState):
+                    raise self._send_error() from None
                 raise
 
-    def _write_fragment(self, piece: Sendable, fin: bool, first: bool) -> None:
-        if self._lost:
-            raise self._send_error()
-        opcode = (1 if isinstance(piece, str) else 2) if first else 0
-        payload = piece.encode("utf-8") if isinstance(piece, str) else piece
-        try:
-            data = self._core.send_frame(opcode, payload, fin)
-        except InvalidState:
-            raise self._send_error() from None
+    def _write_fragment(self, data: bytes) -> None:
         self._write(data)
-        if _debug_enabled(DEBUG):
-            self.logger.debug("> fragment opcode %d, %d bytes, fin=%s", opcode, len(payload), fin)
+        if _debug_enabled(DEBUG) and data:
+            self.logger.debug("> fragment in a %d-byte frame", len(data))
 
     async def send_guarded(self, message: Sendable, *, compress: bool | None = None) -> bool:
         """Like :meth:`send` but never raises: ``True`` when the message was handed to the transport."""
@@ -723,22 +672,16 @@ class WebSocket(ConnectionStatus):
 
         ``data`` is the ping payload (random 4 bytes by default, at most 125 bytes).
         """
-        if data is None:
-            payload = os.urandom(4)
-            while payload in self._pings:
-                payload = os.urandom(4)
-        else:
-            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-            if payload in self._pings:
-                raise ValueError("a ping with this payload is already waiting for its pong")
         if self._lost:
             raise self._send_error()
+        fut: asyncio.Future[float] = self._loop.create_future()
+        pings = self._pings
+        payload = pings.add(data, fut, time.monotonic())
         try:
             frame = self._core.send_ping(payload)
         except InvalidState:
+            pings.discard(payload, fut)
             raise self._send_error() from None
-        fut: asyncio.Future[float] = self._loop.create_future()
-        self._pings[payload] = (fut, time.monotonic())
         self._write(frame)
         if _debug_enabled(DEBUG):
             self.logger.debug("> ping %r", payload)
@@ -746,28 +689,21 @@ class WebSocket(ConnectionStatus):
 
     async def pong(self, data: str | bytes = b"") -> None:
         """Send an unsolicited pong (a unidirectional heartbeat)."""
-        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         if self._lost:
             raise self._send_error()
         try:
-            self._write(self._core.send_pong(payload))
+            self._write(self._core.send_pong(data))
         except InvalidState:
             raise self._send_error() from None
 
     def _on_pong(self, payload: bytes) -> None:
         pings = self._pings
-        if payload not in pings:
-            return
-        now = time.monotonic()
-        # A pong answers its ping and every ping sent before it (RFC 6455 5.5.3).
-        for key in list(pings):
-            fut, sent = pings.pop(key)
+        for fut, rtt in pings.pong(payload, time.monotonic()):
             if not fut.done():
-                fut.set_result(now - sent)
-            if key == payload:
-                self.latency = now - sent
-                break
-        if payload == self._keepalive_ping:
+                fut.set_result(rtt)
+        keepalive = self._keepalive_ping
+        if keepalive is not None and keepalive not in pings:
+            # Answered: by its own pong, or by one to a later ping.
             self._keepalive_ping = None
             if self._keepalive_handle is not None:
                 self._keepalive_handle.cancel()
@@ -783,9 +719,7 @@ class WebSocket(ConnectionStatus):
         except ConnectionClosed:
             return
         cast(asyncio.Future[float], fut).add_done_callback(_consume_result)
-        for key, (f, _) in self._pings.items():
-            if f is fut:
-                self._keepalive_ping = key
+        self._keepalive_ping = self._pings.newest()
         if self.ping_timeout is not None:
             self._keepalive_handle = self._loop.call_later(self.ping_timeout, self._keepalive_expired)
 
@@ -795,11 +729,7 @@ class WebSocket(ConnectionStatus):
             return
         self.logger.info("no pong within %g s: closing the connection", self.ping_timeout)
         self._keepalive_failed = True
-        if self._core.close_sent is None:
-            try:
-                self._write(self._core.send_close(1011, "keepalive ping timeout"))
-            except Exception:  # pragma: no cover - defensive  # noqa: BLE001
-                pass
+        self._write(self._core.send_close(1011, "keepalive ping timeout"))  # b"" if one went out
         self._on_closing()
         self._flush()  # best effort: the close frame may still get out
         self._transport.abort()
@@ -829,13 +759,8 @@ class WebSocket(ConnectionStatus):
             return
         core = self._core
         if core.close_sent is None:
-            if core.failure is not None:
-                data = core.send_failure_close()  # the protocol error's code wins
-            elif core.close_rcvd is not None:
-                data = core.send_close_reply()  # the peer closed first: echo its code
-            else:
-                data = core.send_close(code, reason)
-            self._write(data)
+            # A protocol error's code wins; when the peer closed first, its code is echoed.
+            self._write(core.close(code, reason))
             if _debug_enabled(DEBUG) and core.close_sent is not None:
                 self.logger.debug("> close %d %r", *core.close_sent)
         if core.state is State.CLOSED and not core.is_client:
@@ -867,6 +792,7 @@ class WebSocket(ConnectionStatus):
         if not self._lost:
             self._flush()
             self._transport.abort()
+
 
 
 async def _aiter(pieces: Iterable[Sendable] | AsyncIterable[Sendable]) -> AsyncIterator[Sendable]:

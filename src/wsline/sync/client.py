@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import socket
 import ssl as ssl_module
 import threading
@@ -35,7 +34,7 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
-from .._status import ConnectionStatus
+from .._status import ConnectionStatus, format_address
 from .._version import __version__
 from ..errors import (
     ConnectionClosed,
@@ -45,7 +44,7 @@ from ..errors import (
     ProxyError,
 )
 from ..protocol import deflate as pmd
-from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong, State
+from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong
 from ..protocol.handshake import (
     Headers,
     Request,
@@ -58,6 +57,7 @@ from ..protocol.handshake import (
     parse_uri,
 )
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
+from ..protocol.session import Fragmenter, PingTracker, check_pieces
 
 __all__ = ["connect", "ClientConnection", "Data"]
 
@@ -76,11 +76,10 @@ _RECV_SIZE = 64 * 1024
 
 
 class _PingWaiter:
-    __slots__ = ("error", "event", "rtt", "sent")
+    __slots__ = ("error", "event", "rtt")
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.sent = time.monotonic()
         self.rtt = 0.0
         self.error: ConnectionClosed | None = None
 
@@ -125,8 +124,6 @@ class ClientConnection(ConnectionStatus):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.max_queue = max_queue
-        #: Round-trip time of the last answered ping, in seconds.
-        self.latency: float | None = None
 
         # The core and the frames waiting to be written (in the core's order).
         self._core_lock = threading.Lock()
@@ -141,7 +138,7 @@ class ClientConnection(ConnectionStatus):
         self._lost = False  # the reader is done: the TCP connection is over
         self._draining = False  # closing: the reader ignores max_queue
         self._reader_waiting = False
-        self._pings: dict[bytes, _PingWaiter] = {}
+        self._pings: PingTracker[_PingWaiter] = PingTracker()
         self._close_timer: threading.Timer | None = None
         self._keepalive_failed = False
         self._stop = threading.Event()
@@ -149,7 +146,7 @@ class ClientConnection(ConnectionStatus):
         sock.settimeout(None)
         if received:  # bytes that came in the same read as the 101
             self._process(memoryview(received))
-        name = _format_address(self.remote_address)
+        name = format_address(self.remote_address)
         self._reader = threading.Thread(target=self._read_loop, name=f"wsline-reader {name}", daemon=True)
         self._reader.start()
         self._keepalive_thread: threading.Thread | None = None
@@ -162,7 +159,7 @@ class ClientConnection(ConnectionStatus):
     # ------------------------------------------------------------------ status
 
     def __repr__(self) -> str:
-        return f"<ClientConnection {_format_address(self.remote_address)} {self.state.name}>"
+        return f"<ClientConnection {format_address(self.remote_address)} {self.state.name}>"
 
     # --------------------------------------------------------------- reading
 
@@ -202,7 +199,7 @@ class ClientConnection(ConnectionStatus):
         with self._core_lock:
             events = core.receive_data(data)
             if core.outbox:
-                self._pending.extend(core.data_to_send())
+                self._pending.append(core.take_outbox())
         if not events:
             self._flush()
             return
@@ -225,28 +222,18 @@ class ClientConnection(ConnectionStatus):
             self._cond.notify_all()
         if closing:
             with self._core_lock:
-                if core.failure is not None:
-                    failure_close = core.send_failure_close()
-                    if failure_close:
-                        self._pending.append(failure_close)
+                close = core.close()  # after a failure; the reply to a close frame went out already
+                if close:
+                    self._pending.append(close)
             # The server closes the TCP connection first (RFC 6455 7.1.1).
             self._start_close_timer()
         self._flush()
 
     def _on_pong(self, payload: bytes) -> None:
         # Called with self._cond held.
-        pings = self._pings
-        if payload not in pings:
-            return
-        now = time.monotonic()
-        # A pong answers its ping and every ping sent before it (RFC 6455 5.5.3).
-        for key in list(pings):
-            waiter = pings.pop(key)
-            waiter.rtt = now - waiter.sent
+        for waiter, rtt in self._pings.pong(payload, time.monotonic()):
+            waiter.rtt = rtt
             waiter.event.set()
-            if key == payload:
-                self.latency = waiter.rtt
-                break
 
     def _connection_lost(self, error: BaseException | None) -> None:
         if error is not None:
@@ -259,10 +246,9 @@ class ClientConnection(ConnectionStatus):
             self._ended = True
             self._draining = True
             closed = self._closed_error()
-            for waiter in self._pings.values():
+            for waiter in self._pings.clear():
                 waiter.error = closed
                 waiter.event.set()
-            self._pings.clear()
             timer, self._close_timer = self._close_timer, None
             self._cond.notify_all()
         if timer is not None:
@@ -320,12 +306,8 @@ class ClientConnection(ConnectionStatus):
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
             self._send_message(message, compress)
-        elif isinstance(message, Mapping):
-            raise TypeError("cannot send a mapping; serialize it first (e.g. json.dumps)")
-        elif isinstance(message, Iterable):
-            self._send_fragments(message)
         else:
-            raise TypeError(f"cannot send {type(message).__name__}; use str or a bytes-like object")
+            self._send_fragments(message)
 
     def _send_message(self, message: Sendable, compress: bool | None) -> None:
         try:
@@ -335,35 +317,25 @@ class ClientConnection(ConnectionStatus):
             self._flush()
 
     def _send_fragments(self, pieces: Iterable[Sendable]) -> None:
+        check_pieces(pieces, allow_async=False)
         try:
             with self._write_lock:
-                first = True
-                previous: Sendable | None = None
+                fragmenter = Fragmenter(self._core)
                 try:
                     for piece in pieces:
-                        if not isinstance(piece, (str, bytes, bytearray, memoryview)):
-                            raise TypeError(f"cannot send a fragment of type {type(piece).__name__}")
-                        if previous is not None:
-                            if isinstance(previous, str) != isinstance(piece, str):
-                                raise TypeError("all fragments of a message must be str, or all bytes-like")
-                            self._write_fragment(previous, False, first)
-                            first = False
-                        previous = piece
-                    if previous is not None:
-                        self._write_fragment(previous, True, first)
+                        self._write_frame(lambda _: fragmenter.push(piece))  # noqa: B023 - called at once
+                    self._write_frame(lambda _: fragmenter.finish())
                 except BaseException:
-                    if not first:
-                        # Half a message is on the wire and the rest will never
-                        # come: the stream cannot carry another message. Close.
-                        self._queue_close(1011, "incomplete fragmented message")
+                    # Half a message on the wire leaves the stream unusable: close (1011).
+                    with self._core_lock:
+                        close = fragmenter.abort()
+                        if close:
+                            self._pending.append(close)
+                    if close:
+                        self._start_close_timer()
                     raise
         finally:
             self._flush()
-
-    def _write_fragment(self, piece: Sendable, fin: bool, first: bool) -> None:
-        opcode = (1 if isinstance(piece, str) else 2) if first else 0
-        payload = piece.encode("utf-8") if isinstance(piece, str) else piece
-        self._write_frame(lambda core: core.send_frame(opcode, payload, fin))
 
     def _write_frame(self, make: Callable[[Connection], bytes]) -> None:
         """Make a frame with the core and write it after the queued frames (write lock held)."""
@@ -377,7 +349,7 @@ class ClientConnection(ConnectionStatus):
                 pass
             chunks = self._pending
             self._pending = []
-        if frame is not None:
+        if frame:
             chunks.append(frame)
         ok = self._write(b"".join(chunks) if len(chunks) > 1 else chunks[0]) if chunks else True
         if frame is None:
@@ -425,21 +397,11 @@ class ClientConnection(ConnectionStatus):
         Waits ``timeout`` seconds (default: ``ping_timeout``; ``None`` there
         waits for ever), then raises :class:`TimeoutError`.
         """
-        if data is None:
-            payload = os.urandom(4)
-        else:
-            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-            if len(payload) > 125:
-                raise ValueError("ping payload longer than 125 bytes")
         waiter = _PingWaiter()
         with self._cond:
             if self._lost:
                 raise self._closed_error().with_traceback(None)
-            while data is None and payload in self._pings:
-                payload = os.urandom(4)
-            if payload in self._pings:
-                raise ValueError("a ping with this payload is already waiting for its pong")
-            self._pings[payload] = waiter
+            payload = self._pings.add(data, waiter, time.monotonic())
         frame = None
         with self._core_lock:
             try:
@@ -450,14 +412,13 @@ class ClientConnection(ConnectionStatus):
                 self._pending.append(frame)
         if frame is None:
             with self._cond:
-                self._pings.pop(payload, None)
+                self._pings.discard(payload, waiter)
             raise self._closed_error().with_traceback(None)
         self._flush()
         wait = self.ping_timeout if timeout is None else timeout
         if not waiter.event.wait(wait):
             with self._cond:
-                if self._pings.get(payload) is waiter:
-                    del self._pings[payload]
+                self._pings.discard(payload, waiter)
             if not waiter.event.is_set():
                 raise TimeoutError(f"no pong within {wait:g} s")
         if waiter.error is not None:
@@ -466,10 +427,9 @@ class ClientConnection(ConnectionStatus):
 
     def pong(self, data: str | bytes = b"") -> None:
         """Send an unsolicited pong (a unidirectional heartbeat)."""
-        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         try:
             with self._write_lock:
-                self._write_frame(lambda core: core.send_pong(payload))
+                self._write_frame(lambda core: core.send_pong(data))
         finally:
             self._flush()
 
@@ -498,13 +458,9 @@ class ClientConnection(ConnectionStatus):
         if self._lost:
             return
         with self._core_lock:
-            core = self._core
-            if core.close_sent is None and core.state is not State.CLOSED:
-                data = (
-                    core.send_failure_close() if core.failure is not None else core.send_close(code, reason)
-                )
-                if data:
-                    self._pending.append(data)
+            data = self._core.close(code, reason)  # b"" when a close frame went out already
+            if data:
+                self._pending.append(data)
         self._start_close_timer()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -571,13 +527,6 @@ def _address(sock: socket.socket, method: str) -> Any:
         return getattr(sock, method)()
     except OSError:  # pragma: no cover - the peer is already gone
         return None
-
-
-def _format_address(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
-    return str(addr)
 
 
 # ----------------------------------------------------------------- handshake
