@@ -16,7 +16,6 @@ closed (``policy="close"``) instead of holding up the others.
 
 from __future__ import annotations
 
-import functools
 import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .aio.connection import WebSocket
 from .aio.fanout import BroadcastMessage, BroadcastResult, Policy, broadcast
 from .errors import WebSocketError
+from .protocol.connection import State
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hub_redis import RedisHub as RedisHub
@@ -72,7 +72,7 @@ class Hub:
 
     async def join(self, room: str, ws: WebSocket) -> None:
         """Add ``ws`` to ``room`` (no-op if it is a member, or closed already)."""
-        if ws._lost:
+        if ws.state is State.CLOSED:
             return
         members = self._rooms.get(room)
         new_room = members is None
@@ -82,7 +82,7 @@ class Hub:
         rooms = self._joined.get(ws)
         if rooms is None:
             rooms = self._joined[ws] = set()
-            ws._lost_fut.add_done_callback(functools.partial(self._connection_closed, ws))
+            ws.add_close_callback(self._connection_closed)
         rooms.add(room)
         if new_room:
             await self._room_added(room)
@@ -118,7 +118,7 @@ class Hub:
         del self._rooms[room]
         return True
 
-    def _connection_closed(self, ws: WebSocket, fut: Any) -> None:
+    def _connection_closed(self, ws: WebSocket) -> None:
         for room in self._joined.pop(ws, ()):
             if self._remove(room, ws):
                 self._room_emptied(room)

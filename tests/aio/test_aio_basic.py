@@ -1278,6 +1278,39 @@ async def test_several_pings_answered_by_the_last_pong(raw_server):
         await ws.close()
 
 
+async def test_add_close_callback(start_server):
+    conn: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        conn.set_result(ws)
+        await ws.wait_closed()
+
+    server = await start_server(handler)
+    called: list[object] = []
+    async with client(ws_url(server)) as ws:
+        server_ws = await asyncio.wait_for(conn, 1)
+        server_ws.add_close_callback(called.append)
+        ws.add_close_callback(called.append)
+        await asyncio.sleep(0.01)
+        assert called == []
+    await asyncio.wait_for(server_ws.wait_closed(), 1)
+    await wait_for_condition(lambda: len(called) == 2, what="both callbacks")
+    assert set(map(id, called)) == {id(ws), id(server_ws)}
+    late: list[object] = []
+    ws.add_close_callback(late.append)  # closed already: called soon
+    await wait_for_condition(lambda: late == [ws], what="the late callback")
+
+
+async def test_backlog_is_zero_when_idle(echo_server):
+    async with client(ws_url(echo_server), compression=None) as ws:
+        assert ws.backlog == 0
+        ws.send_nowait(b"a" * 10)
+        ws.send_nowait(b"b" * 10)  # the second frame of a pass is corked
+        assert ws.backlog == 16  # header, mask and payload
+        assert await ws.recv() == b"a" * 10 and await ws.recv() == b"b" * 10
+        assert ws.backlog == 0
+
+
 async def test_pong_accepts_str_and_bytes(raw_server):
     got: asyncio.Future = asyncio.get_running_loop().create_future()
 

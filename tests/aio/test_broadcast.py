@@ -72,6 +72,29 @@ def small_send_buffer(ws: wsline.WebSocket) -> None:
     ws._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
+class CountingDeflate:
+    """A permessage-deflate (the core's Deflate protocol) that counts the messages it compresses."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.compressed = 0
+
+    @property
+    def threshold(self) -> int:
+        return int(self.inner.threshold)
+
+    @property
+    def shared_key(self) -> Any:
+        return self.inner.shared_key
+
+    def compress(self, data: Any) -> bytes:
+        self.compressed += 1
+        return bytes(self.inner.compress(data))
+
+    def decompress(self, data: Any, fin: bool, max_size: int) -> bytes:
+        return bytes(self.inner.decompress(data, fin, max_size))
+
+
 def spy_writes(ws: wsline.WebSocket, log: list[bytes]) -> None:
     """Record the frames broadcast hands to ``ws`` (it queues them with ``_queue``)."""
     original = ws._queue
@@ -116,20 +139,15 @@ async def test_compresses_once_without_context_takeover() -> None:
         try:
             await r.wait_for(3)
             assert all(ws._core.deflate is not None for ws in r.conns)
-            calls = 0
+            counters = []
             for ws in r.conns:
-                original = ws._core.send_message
-
-                def counted(*args: Any, _original: Any = original, **kwargs: Any) -> bytes:
-                    nonlocal calls
-                    calls += 1
-                    return bytes(_original(*args, **kwargs))
-
-                ws._core.send_message = counted  # type: ignore[method-assign]
+                counter = CountingDeflate(ws._core.deflate)
+                ws._core.deflate = counter
+                counters.append(counter)
             text = "compress me " * 100
             for _ in range(3):
                 assert broadcast(r.conns, text).sent == 3
-            assert calls == 3  # once per message, not per connection
+            assert sum(c.compressed for c in counters) == 3  # once per message, not per connection
             for client in clients:
                 for _ in range(3):
                     assert await asyncio.wait_for(client.recv(), 2) == text
@@ -246,3 +264,73 @@ async def test_close_policy_closes_the_slow_client(room: tuple[Room, wsline.Serv
         sleeper.close()
         for client in fast:
             await client.close()
+
+
+async def test_small_or_uncompressed_messages_share_the_plain_frame() -> None:
+    r = Room()
+    async with wsline.serve(r.handler, HOST, 0, **OPTS) as server:  # deflate with context takeover
+        url = f"ws://{HOST}:{server.port}/"
+        clients = [await wsline.connect(url, **OPTS) for _ in range(3)]
+        try:
+            await r.wait_for(3)
+            writes: list[bytes] = []
+            for ws in r.conns:
+                spy_writes(ws, writes)
+            assert broadcast(r.conns, "tiny").sent == 3  # below the threshold (32 bytes)
+            long = "not compressed on request " * 10
+            assert broadcast(r.conns, long, compress=False).sent == 3
+            assert len(writes) == 6
+            assert writes[0] is writes[1] is writes[2] and writes[3] is writes[4] is writes[5]
+            assert not writes[3][0] & 0x40  # no RSV1
+            for client in clients:
+                assert await asyncio.wait_for(client.recv(), 2) == "tiny"
+                assert await asyncio.wait_for(client.recv(), 2) == long
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_a_half_sent_fragmented_message_is_not_interrupted(
+    room: tuple[Room, wsline.Server],
+) -> None:
+    r, server = room
+    url = f"ws://{HOST}:{server.port}/"
+    client = await wsline.connect(url, **OPTS)
+    try:
+        await r.wait_for(1)
+        ws = r.conns[0]
+        go_on = asyncio.Event()
+
+        async def pieces() -> AsyncIterator[str]:
+            yield "one, "
+            yield "two, "
+            await go_on.wait()
+            yield "three"
+
+        sending = asyncio.create_task(ws.send(pieces()))
+        await asyncio.sleep(0.05)  # the first fragment is out
+        assert broadcast([ws], "in between") == BroadcastResult(dropped=1)
+        assert dropped_messages(ws) == 1
+        go_on.set()
+        await sending
+        assert broadcast([ws], "after") == BroadcastResult(sent=1)
+        assert await asyncio.wait_for(client.recv(), 2) == "one, two, three"
+        assert await asyncio.wait_for(client.recv(), 2) == "after"
+    finally:
+        await client.close()
+
+
+async def test_backlog_counts_the_queued_frames(room: tuple[Room, wsline.Server]) -> None:
+    r, server = room
+    client = await wsline.connect(f"ws://{HOST}:{server.port}/", compression=None, **OPTS)
+    try:
+        await r.wait_for(1)
+        ws = r.conns[0]
+        assert ws.backlog == 0
+        broadcast([ws], b"x" * 100)
+        assert ws.backlog == 102  # queued for the end of this loop pass: header + payload
+        assert broadcast([ws], b"y", limit=50) == BroadcastResult(dropped=1)  # over the limit
+        await asyncio.sleep(0)
+        assert await asyncio.wait_for(client.recv(), 2) == b"x" * 100
+    finally:
+        await client.close()

@@ -16,6 +16,7 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Hashable,
     Iterable,
     Union,
     cast,
@@ -83,6 +84,21 @@ class _ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{extra['conn_id']} {extra['remote']}] {msg}", kwargs
 
 
+_OPEN = State.OPEN
+
+#: What :meth:`WebSocket._fanout` did with a message (see the fan-out interface).
+FANOUT_SENT = 0
+FANOUT_SKIPPED = 1  # not open (closing or closed): nothing queued
+FANOUT_BUSY = 2  # a fragmented message is half sent: nothing may go between its fragments
+FANOUT_OVER = 3  # the backlog is over the limit: nothing queued
+
+#: Without a limit, a fan-out message is queued while the backlog is at most
+#: this many times the write buffer's high-water mark (``write_limit``).
+FANOUT_LIMIT_FACTOR = 16
+#: The fan-out limit when a transport reports no high-water mark (1 MiB).
+FANOUT_DEFAULT_LIMIT = FANOUT_LIMIT_FACTOR * 2**16
+
+
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
     """Turn Nagle's algorithm off on a TCP transport."""
     sock = transport.get_extra_info("socket")
@@ -100,6 +116,11 @@ class WebSocket(ConnectionStatus):
     text, ``bytes`` for binary); send with ``await ws.send(message)``. When the
     connection closes, both raise :class:`~wsline.errors.ConnectionClosed`;
     :meth:`recv_guarded` and :meth:`send_guarded` report failure instead.
+
+    Fan-out interface: :func:`wsline.broadcast` and the hubs
+    (:mod:`wsline.hub`, :mod:`wsline.hub_redis`) use only the public API plus
+    :attr:`backlog`, :meth:`add_close_callback` and the internal
+    :meth:`_fanout`; nothing outside this module touches the rest.
     """
 
     # Slots: about 300 bytes per connection instead of a 1.5 KiB __dict__ (which
@@ -793,6 +814,60 @@ class WebSocket(ConnectionStatus):
             self._flush()
             self._transport.abort()
 
+    # ---------------------------------------------------------------- fan-out
+    #
+    # The interface of wsline.broadcast and the hubs: backlog,
+    # add_close_callback and _fanout (besides the public API).
+
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting to go out: in the transport's buffer plus queued for this loop pass's write."""
+        return self._transport.get_write_buffer_size() + self._wbuf_size
+
+    def add_close_callback(self, callback: Callable[[WebSocket], None]) -> None:
+        """Call ``callback(ws)`` from the event loop once the TCP connection is closed.
+
+        Soon after this call when it is closed already.
+        """
+        self._lost_fut.add_done_callback(lambda _: callback(self))
+
+    def _fanout(
+        self,
+        opcode: int,
+        payload: bytes,
+        frames: dict[Hashable, bytes],
+        compress: bool | None,
+        limit: int | None,
+    ) -> int:
+        """Queue a message that many connections get alike; never waits (for :func:`wsline.broadcast`).
+
+        ``opcode`` 1 (text, ``payload`` its UTF-8) or 2 (binary); ``frames``
+        is shared by the connections of one broadcast, for one message (see
+        :meth:`Connection.send_shared`). The frame goes out with this loop
+        pass's write. Returns :data:`FANOUT_SENT`, or what kept it out:
+        :data:`FANOUT_SKIPPED` (not open), :data:`FANOUT_BUSY` (a fragmented
+        message is half sent) or :data:`FANOUT_OVER` (:attr:`backlog` over
+        ``limit`` bytes; ``None``: :data:`FANOUT_LIMIT_FACTOR` x the write
+        buffer's high-water mark).
+        """
+        core = self._core
+        if self._lost or core.state is not _OPEN:
+            return FANOUT_SKIPPED
+        lock = self._send_lock
+        if lock is not None and lock.locked():
+            return FANOUT_BUSY
+        backlog = self._transport.get_write_buffer_size() + self._wbuf_size
+        if backlog and backlog > (limit if limit is not None else self._fanout_limit()):
+            return FANOUT_OVER
+        self._queue(core.send_shared(opcode, payload, frames, compress))
+        return FANOUT_SENT
+
+    def _fanout_limit(self) -> int:
+        try:
+            high = self._transport.get_write_buffer_limits()[1]
+        except (AttributeError, NotImplementedError):  # pragma: no cover - exotic transports
+            return FANOUT_DEFAULT_LIMIT
+        return high * FANOUT_LIMIT_FACTOR if high > 0 else FANOUT_DEFAULT_LIMIT
 
 
 async def _aiter(pieces: Iterable[Sendable] | AsyncIterable[Sendable]) -> AsyncIterator[Sendable]:

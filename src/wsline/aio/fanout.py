@@ -20,17 +20,25 @@ skips the message for that connection, and ``policy="close"`` closes it with
 1008 (the closing handshake gets :data:`CLOSE_TIMEOUT` seconds, then the TCP
 connection is aborted). Per-connection counts of dropped messages are kept in
 a weak map: :func:`dropped_messages`.
+
+It works through the fan-out interface of :class:`WebSocket` (``_fanout``,
+``backlog``, ``close_nowait``), never its internals; the framing and the
+choice of a shared frame are the protocol core's (``Connection.send_shared``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
-from typing import Iterable, Literal, Union
+from typing import Hashable, Iterable, Literal, Union
 
-from ..protocol.deflate import PerMessageDeflate
-from ..protocol.frames import build_frame
-from .connection import WebSocket
+from .connection import (
+    FANOUT_DEFAULT_LIMIT,
+    FANOUT_LIMIT_FACTOR,
+    FANOUT_OVER,
+    FANOUT_SENT,
+    FANOUT_SKIPPED,
+    WebSocket,
+)
 
 __all__ = [
     "BroadcastResult",
@@ -48,9 +56,9 @@ BroadcastMessage = Union[str, bytes, bytearray, memoryview]
 
 #: Without ``limit``, a connection may have ``LIMIT_FACTOR`` x its write
 #: buffer's high-water mark (``serve(write_limit=...)``, 64 KiB by default) queued.
-LIMIT_FACTOR = 16
+LIMIT_FACTOR = FANOUT_LIMIT_FACTOR
 #: The limit used when a transport reports no high-water mark (1 MiB).
-DEFAULT_LIMIT = LIMIT_FACTOR * 2**16
+DEFAULT_LIMIT = FANOUT_DEFAULT_LIMIT
 #: The close code sent to a connection that falls too far behind (policy violation).
 CLOSE_CODE = 1008
 #: The close reason sent with it.
@@ -59,7 +67,6 @@ CLOSE_REASON = "too slow to keep up"
 CLOSE_TIMEOUT = 1.0
 
 _dropped: weakref.WeakKeyDictionary[WebSocket, int] = weakref.WeakKeyDictionary()
-_closing: set[asyncio.Task[None]] = set()
 
 
 class BroadcastResult:
@@ -112,21 +119,9 @@ def dropped_messages(ws: WebSocket) -> int:
     return _dropped.get(ws, 0)
 
 
-def _default_limit(ws: WebSocket) -> int:
-    try:
-        high = ws._transport.get_write_buffer_limits()[1]
-    except (AttributeError, NotImplementedError):  # pragma: no cover - exotic transports
-        return DEFAULT_LIMIT
-    return high * LIMIT_FACTOR if high > 0 else DEFAULT_LIMIT
-
-
 def backlog(ws: WebSocket) -> int:
     """Bytes waiting to go out on ``ws``: in the transport plus queued for the next write."""
-    return ws._transport.get_write_buffer_size() + ws._wbuf_size
-
-
-async def _close_slow(ws: WebSocket) -> None:
-    await ws.close(CLOSE_CODE, CLOSE_REASON, timeout=CLOSE_TIMEOUT)
+    return ws.backlog
 
 
 def broadcast(
@@ -149,56 +144,29 @@ def broadcast(
         raise ValueError(f"policy must be 'drop' or 'close', not {policy!r}")
     if isinstance(message, str):
         opcode = 1
-        payload: bytes | bytearray | memoryview = message.encode("utf-8")
+        payload = message.encode("utf-8")
     elif isinstance(message, (bytes, bytearray, memoryview)):
         opcode = 2
         payload = bytes(message) if not isinstance(message, bytes) else message
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}; use str or a bytes-like object")
-    size = len(payload)
-    plain: bytes | None = None  # the unmasked, uncompressed frame
-    shared: dict[tuple[int, int, int], bytes] = {}  # compressed frames without context takeover
+    frames: dict[Hashable, bytes] = {}  # frames that fit several connections (see send_shared)
     sent = dropped = closed = skipped = 0
     for ws in connections:
-        if not ws.open or ws._core.close_sent is not None:
+        outcome = ws._fanout(opcode, payload, frames, compress, limit)
+        if outcome == FANOUT_SENT:
+            sent += 1
+        elif outcome == FANOUT_SKIPPED:
             skipped += 1
-            continue
-        lock = ws._send_lock
-        over = backlog(ws) > (limit if limit is not None else _default_limit(ws))
-        if over and policy == "close":
+        elif outcome == FANOUT_OVER and policy == "close":
             closed += 1
-            # The close frame is queued now, so that the connection counts as
-            # closing (skipped) from here on; close() then waits CLOSE_TIMEOUT at most.
-            ws._write(ws._core.send_close(CLOSE_CODE, CLOSE_REASON))
-            task = asyncio.ensure_future(_close_slow(ws))
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            # The close frame goes out now, so that the connection counts as
+            # closing (skipped) from here on; it is aborted after CLOSE_TIMEOUT.
+            ws.close_nowait(CLOSE_CODE, CLOSE_REASON, CLOSE_TIMEOUT)
             ws.logger.info("broadcast: outgoing backlog over the limit; closing with %d", CLOSE_CODE)
-            continue
-        if over or (lock is not None and lock.locked()):
+        else:
             # Over the limit, or a fragmented message is half sent: a frame
             # cannot go in between its fragments.
             dropped += 1
             _dropped[ws] = _dropped.get(ws, 0) + 1
-            continue
-        core = ws._core
-        deflate = core.deflate
-        if core.is_client:
-            data = core.send_message(message, compress=compress)
-        elif deflate is None or compress is False or (not compress and size < deflate.threshold):
-            if plain is None:
-                plain = build_frame(opcode, payload)
-            data = plain
-        elif isinstance(deflate, PerMessageDeflate) and deflate.server_no_context_takeover:
-            key = (deflate.server_max_window_bits, deflate.compress_level, deflate.mem_level)
-            frame = shared.get(key)
-            if frame is None:
-                # This connection's compressor starts from an empty window and
-                # is reset after the message: its frame fits the others alike.
-                frame = shared[key] = core.send_message(message, compress=True)
-            data = frame
-        else:
-            data = core.send_message(message, compress=compress)
-        ws._queue(data)
-        sent += 1
     return BroadcastResult(sent, dropped, closed, skipped)
