@@ -116,7 +116,7 @@ bench-quick:
 # inputs go to $(VENV)/fuzz-corpus/<target> (the committed seeds in fuzz/corpus
 # are only read); a crash stops the run and leaves fuzz/<target>-crash-<hash>.
 FUZZ_SECONDS = 60
-FUZZ_TARGETS = frames handshake deflate
+FUZZ_TARGETS = frames handshake deflate http11
 fuzz: $(STAMP_TEST)
 	@$(PY) -c 'import atheris' 2>/dev/null || $(PIP) install -q atheris
 	@for t in $(FUZZ_TARGETS); do \

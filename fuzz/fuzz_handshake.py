@@ -34,7 +34,7 @@ from wsline.protocol import handshake as hs
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 REQUEST_STATUSES = frozenset({400, 431, 505})
-CHECK_STATUSES = frozenset({400, 405, 426})
+CHECK_STATUSES = frozenset({400, 405, 426, 505})
 STRICT = os.environ.get("WSLINE_FUZZ_STRICT") == "1"
 # What parse_request lets through: an origin-form target of visible ASCII but "#", or "*".
 _TARGET = re.compile(r"/[\x21\x22\x24-\x7e]*|\*")

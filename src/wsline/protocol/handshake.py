@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ..errors import HandshakeRejected, InvalidHandshake, InvalidURI, NegotiationError
@@ -188,30 +188,37 @@ def parse_uri(uri: str) -> WSURI:
 # ------------------------------------------------------------- server side
 
 
+def _has_token(values: Sequence[str], token: str) -> bool:
+    """Whether the comma-separated ``values`` hold ``token`` (case-insensitively)."""
+    return any(item.lower() == token for item in parse_token_list(values, strict=False))
+
+
 def check_request(request: Request) -> str:
     """Validate a WebSocket upgrade request; return its ``Sec-WebSocket-Key``.
 
     Raises :class:`HandshakeRejected` with the status and reason to answer.
     """
-    headers = request.headers
     if request.version < (1, 1):  # RFC 6455 4.1: HTTP/1.1 or higher
         raise HandshakeRejected(505, "a WebSocket handshake needs HTTP/1.1")
     if request.method != "GET":
         raise HandshakeRejected(405, "a WebSocket handshake must use GET", [("Allow", "GET")])
-    hosts = headers.get_all("Host")
+    # The headers' own index, read without copying: this runs for every handshake.
+    headers = request.headers
+    index = headers._index or headers._lookup()
+    hosts = index.get("host", ())
     if len(hosts) != 1 or not hosts[0]:
         raise HandshakeRejected(400, "missing Host header" if not hosts else "invalid Host header")
-    upgrade = parse_token_list(headers.get_all("Upgrade"), strict=False)
-    if not any(u.lower() == "websocket" for u in upgrade):
+    upgrade = index.get("upgrade", ())
+    if not (upgrade == ["websocket"] or _has_token(upgrade, "websocket")):
         raise HandshakeRejected(
             426,
             "this is a WebSocket endpoint: the request needs 'Upgrade: websocket'",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
-    connection = parse_token_list(headers.get_all("Connection"), strict=False)
-    if not any(c.lower() == "upgrade" for c in connection):
+    connection = index.get("connection", ())
+    if not (connection == ["Upgrade"] or _has_token(connection, "upgrade")):
         raise HandshakeRejected(400, "the Connection header must contain 'Upgrade'")
-    versions = headers.get_all("Sec-WebSocket-Version")
+    versions = index.get("sec-websocket-version")
     if versions != ["13"]:
         raise HandshakeRejected(
             426,
@@ -220,7 +227,7 @@ def check_request(request: Request) -> str:
             else "missing Sec-WebSocket-Version header",
             [("Sec-WebSocket-Version", "13")],
         )
-    keys = headers.get_all("Sec-WebSocket-Key")
+    keys = index.get("sec-websocket-key", ())
     if len(keys) != 1:
         raise HandshakeRejected(
             400, "missing Sec-WebSocket-Key header" if not keys else "more than one Sec-WebSocket-Key"

@@ -66,7 +66,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections import deque
+from collections import abc, deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Iterable, Iterator, Mapping, NoReturn, TypeVar, Union
 from urllib.parse import parse_qsl, unquote
@@ -181,7 +181,9 @@ class Headers:
     __slots__ = ("_index", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
-        if isinstance(items, Mapping):
+        # A list or tuple of pairs (what the parser and the handshake pass) skips
+        # the Mapping check, an ABC check that costs more than the copy.
+        if type(items) is not list and type(items) is not tuple and isinstance(items, abc.Mapping):
             items = items.items()
         self._items: list[tuple[str, str]] = list(items)
         # Lower-cased name -> values, built on the first lookup (a handshake
