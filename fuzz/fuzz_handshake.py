@@ -1,14 +1,17 @@
-"""Coverage-guided fuzz target for the opening handshake parsers.
+"""Coverage-guided fuzz target for both opening handshakes (protocol.server, protocol.client).
 
-Input layout: byte 0 picks the parser (its low 3 bits), the rest is its input.
+Input layout: byte 0 picks the target (its low 3 bits), the rest is its input.
 
-* 0, 1: ``parse_request`` then ``check_request`` and the server side of the
-  extension negotiation; a request that passes must be answered with a 101
-  that ``check_response`` accepts.
-* 2, 3: ``parse_response`` then ``check_response`` for a fixed key.
-* 4: ``decode_chunked`` (whole and ``partial``).
-* 5: ``parse_uri``; every URI it accepts must give a request
-  ``parse_request``/``check_request`` accept for the same resource and Host.
+* 0, 1: a request head through ``RequestParser`` and ``ServerHandshake.accept``;
+  a request that is accepted must get a 101 that a ``ClientHandshake`` with the
+  same key opens on, however the 101 is split, with the subprotocol chosen.
+* 2, 3: a server's answer through ``ClientHandshake.receive_data`` (split where
+  the second byte says) and ``receive_eof``: it opens, or raises
+  ``InvalidStatus`` / ``InvalidHandshake``, nothing else.
+* 4: a stream of pipelined requests answered as the asyncio server does
+  (``accept`` for upgrades, ``serialize`` and ``keep_alive`` for the rest).
+* 5: ``parse_uri``; every URI it accepts must give a request the server
+  accepts for the same resource and Host.
 * 6, 7: ``parse_extensions`` and both negotiate functions on header values.
 
 Only the documented exceptions may come out: :class:`HandshakeRejected` with a
@@ -28,12 +31,15 @@ import re
 import sys
 from collections.abc import Callable
 
-from wsline.errors import HandshakeRejected, InvalidHandshake, InvalidURI, NegotiationError
+from wsline.errors import HandshakeRejected, InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError
 from wsline.protocol import deflate as pmd
 from wsline.protocol import handshake as hs
+from wsline.protocol.client import ClientHandshake, ClientOptions
+from wsline.protocol.http11 import CLOSED, NEED_DATA, PAUSED, Data, EndOfMessage, Request, RequestParser
+from wsline.protocol.server import ServerHandshake, ServerOptions
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-REQUEST_STATUSES = frozenset({400, 431, 505})
+REQUEST_STATUSES = frozenset({400, 413, 431, 501, 505})
 CHECK_STATUSES = frozenset({400, 405, 426, 505})
 STRICT = os.environ.get("WSLINE_FUZZ_STRICT") == "1"
 # What parse_request lets through: an origin-form target of visible ASCII but "#", or "*".
@@ -46,6 +52,9 @@ _HOST = re.compile(r"[0-9a-f:.]+|[A-Za-z0-9\-._~!$&'()*+,;=]+")
 #: whose inputs are skipped unless STRICT. None is known in the handshake parsers.
 KNOWN_BUGS: list[tuple[str, Callable[[str], bool]]] = []
 
+SERVER = ServerHandshake(ServerOptions(subprotocols=("chat", "v2.json")))
+URI = hs.parse_uri("ws://example.com/chat")
+
 
 def known_bug(text: str) -> bool:
     """Whether an input hits a bug already documented as a strict xfail test."""
@@ -53,66 +62,99 @@ def known_bug(text: str) -> bool:
 
 
 def fuzz_request(head: bytes) -> None:
+    parser = RequestParser(SERVER.options.limits)
+    parser.feed(head if head.endswith(b"\r\n\r\n") else head + b"\r\n\r\n")
     try:
-        request = hs.parse_request(head)
+        request = parser.next_event()
     except HandshakeRejected as exc:
         assert exc.status in REQUEST_STATUSES, exc
         return
+    if request is NEED_DATA:
+        return
+    assert isinstance(request, Request), request
     if not _TARGET.fullmatch(request.target) or (request.target == "*") != (request.method == "OPTIONS"):
         if known_bug(request.target):
             return
         raise AssertionError(f"invalid request target {request.target!r} for {request.method}")
     request.path, request.query, request.is_upgrade, request.origin, request.host  # noqa: B018
     try:
-        key = hs.check_request(request)
+        accepted = SERVER.accept(request)
     except HandshakeRejected as exc:
         assert exc.status in CHECK_STATUSES, exc
         return
-    assert key in request.headers.get_all("Sec-WebSocket-Key")
-    subprotocols = request.subprotocols
-    chosen = subprotocols[0] if subprotocols else None
-    values = request.headers.get_all("Sec-WebSocket-Extensions")
-    extensions = None
-    try:
-        negotiated = pmd.server_negotiate(values, pmd.DEFAULT_SERVER_CONFIG)
-    except NegotiationError:
-        negotiated = None
-    if negotiated is not None:
-        extensions = negotiated[0]
-        assert pmd.parse_extensions([extensions])[0][0] == pmd.EXTENSION_NAME
-    wire = hs.build_response(hs.accept_response(key, chosen, extensions))
-    head_out, sep, body = wire.partition(b"\r\n\r\n")
-    assert sep and not body
-    response = hs.parse_response(head_out)
-    assert response.status == 101
-    assert hs.check_response(response, key, subprotocols) == chosen
+    key = request.headers.get("Sec-WebSocket-Key")
+    assert key is not None
+    offered = tuple(request.subprotocols)
+    assert accepted.subprotocol in (None, *offered)
+    client = ClientHandshake(URI, ClientOptions(subprotocols=offered), key)
+    cut = len(head) % max(1, len(accepted.data))
+    opened = client.receive_data(accepted.data[:cut]) if cut else False
+    assert not opened
+    assert client.receive_data(accepted.data[cut:])
+    assert client.subprotocol == accepted.subprotocol
+    assert client.connection is not None
 
 
-def fuzz_response(head: bytes) -> None:
+def fuzz_response(data: bytes) -> None:
+    client = ClientHandshake(URI, ClientOptions(subprotocols=("chat", "v2.json")), KEY)
+    cut = data[0] % (len(data) + 1) if data else 0
     try:
-        response = hs.parse_response(head)
+        for piece in (data[:cut], data[cut:]):
+            if client.receive_data(piece):
+                break
+        else:
+            client.receive_eof()
     except HandshakeRejected as exc:  # must have been turned into a client-side error
-        raise AssertionError(f"server-side error from parse_response: {exc!r}") from None
+        raise AssertionError(f"server-side error from the client handshake: {exc!r}") from None
+    except InvalidStatus as exc:
+        assert 100 <= exc.status <= 999 and exc.status != 101, exc
+        assert len(exc.body) <= client.options.max_rejection_body
+        return
     except InvalidHandshake:
         return
-    assert 0 <= response.status <= 999
+    assert client.connection is not None and client.response is not None
+    assert client.response.status == 101
+    assert client.subprotocol in (None, "chat", "v2.json")
+    assert client.response.headers.get("Sec-WebSocket-Accept") == hs.accept_key(KEY)
+
+
+def fuzz_server_stream(data: bytes) -> None:
+    """Pipelined requests answered one at a time, as the asyncio server answers them."""
+    parser = RequestParser(SERVER.options.limits)
+    parser.feed(data)
+    parser.feed_eof()
+    request: Request | None = None
+    answers = 0
     try:
-        chosen = hs.check_response(response, KEY, ["chat", "v2.json"])
+        while answers < 64:
+            event = parser.next_event()
+            if event is NEED_DATA or event is CLOSED:
+                return
+            if isinstance(event, Request):
+                request = event
+            elif isinstance(event, Data):
+                assert request is not None and len(event.data) <= SERVER.options.max_body_size
+            elif isinstance(event, EndOfMessage):
+                assert request is not None
+                if request.is_upgrade:
+                    try:
+                        SERVER.accept(request)
+                    except HandshakeRejected as exc:
+                        assert exc.status in CHECK_STATUSES | {500}, exc
+                    return  # the connection is the WebSocket's (or closed) from here on
+                response = hs.reject_response(404) if request.path != "/" else hs.Response(200)
+                keep_alive = SERVER.keep_alive(request, response, parser.keep_alive)
+                wire = SERVER.serialize(response, request, keep_alive)
+                assert wire.startswith(b"HTTP/1.1 ")
+                answers += 1
+                if not keep_alive:
+                    return
+                parser.start_next()
+            else:
+                assert event is PAUSED, event
+                return
     except HandshakeRejected as exc:
-        raise AssertionError(f"server-side error from check_response: {exc!r}") from None
-    except InvalidHandshake:
-        return
-    assert chosen in (None, "chat", "v2.json")
-    assert response.headers.get("Sec-WebSocket-Accept") == hs.accept_key(KEY)
-
-
-def fuzz_chunked(data: bytes) -> None:
-    whole = hs.decode_chunked(data)
-    partial = hs.decode_chunked(data, partial=True)
-    assert partial is not None and len(partial) <= len(data)
-    if whole is not None:
-        assert len(whole) <= len(data)
-        assert whole == partial
+        assert exc.status in REQUEST_STATUSES, exc
 
 
 def fuzz_uri(text: str) -> None:
@@ -124,10 +166,13 @@ def fuzz_uri(text: str) -> None:
     assert 0 <= uri.port <= 65535
     if known_bug(text):
         return
-    request = hs.parse_request(hs.build_request(uri, KEY).partition(b"\r\n\r\n")[0])
+    parser = RequestParser()
+    parser.feed(ClientHandshake(uri, ClientOptions(deflate=None), KEY).data_to_send())
+    request = parser.next_event()
+    assert isinstance(request, Request), request
     assert request.target == uri.resource, (request.target, uri.resource)
     assert request.host == uri.host_header
-    assert hs.check_request(request) == KEY
+    assert SERVER.accept(request).response.status == 101
 
 
 def fuzz_extensions(text: str) -> None:
@@ -165,7 +210,7 @@ def TestOneInput(data: bytes) -> None:  # the name atheris calls
     elif which <= 3:
         fuzz_response(rest)
     elif which == 4:
-        fuzz_chunked(rest)
+        fuzz_server_stream(rest)
     elif which == 5:
         fuzz_uri(rest.decode("utf-8", "replace"))
     else:

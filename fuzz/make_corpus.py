@@ -74,16 +74,22 @@ def handshake_seeds() -> list[bytes]:
     seeds: list[bytes] = []
     offer = pmd.client_offer(pmd.DEFAULT_CLIENT_CONFIG)
     uri = hs.parse_uri("ws://example.com:8080/chat?room=1")
-    request = hs.build_request(uri, KEY, subprotocols=["chat", "v2.json"], extensions=offer, origin="null")
+    request = hs.serialize_request(
+        hs.make_request(uri, KEY, subprotocols=["chat", "v2.json"], extensions=offer, origin="null")
+    )
     seeds.append(b"\x00" + request.partition(b"\r\n\r\n")[0])
     seeds.append(b"\x00GET * HTTP/1.0\r\nHost: a")
     seeds.append(b"\x01POST /x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n folded")
     value, _ = pmd.server_negotiate([offer], pmd.DEFAULT_SERVER_CONFIG) or ("", None)
     response = hs.build_response(hs.accept_response(KEY, "chat", value))
-    seeds.append(b"\x02" + response.partition(b"\r\n\r\n")[0])
-    seeds.append(b"\x03" + hs.build_response(hs.reject_response(403, "go away")).partition(b"\r\n\r\n")[0])
-    seeds.append(b"\x04" + b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
-    seeds.append(b"\x04" + b"zz\r\n")
+    seeds.append(b"\x02" + response + b"\x81\x02hi")
+    seeds.append(b"\x03" + hs.build_response(hs.reject_response(403, "go away")))
+    seeds.append(b"\x03HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    seeds.append(
+        b"\x04POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n"
+        b" world\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n" + request
+    )
+    seeds.append(b"\x04GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.0\r\n\r\n")
     for text in ("wss://user:pw@[::1]:9443/a/b?c=d&e", "ws://example.com", "http://x/", "ws://h:99999/"):
         seeds.append(b"\x05" + text.encode())
     for text in (
@@ -112,7 +118,7 @@ def deflate_seeds() -> list[bytes]:
 def http11_seeds() -> list[bytes]:
     """Request and response streams for fuzz_http11 (byte 0: the configuration, byte 1: a piece size)."""
     uri = hs.parse_uri("ws://example.com:8080/chat?room=1")
-    upgrade = hs.build_request(uri, KEY, subprotocols=["chat"], origin="null")
+    upgrade = hs.serialize_request(hs.make_request(uri, KEY, subprotocols=["chat"], origin="null"))
     requests = [
         upgrade + b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58",
         b"\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n"

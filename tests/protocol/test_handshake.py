@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 
 import pytest
 
 from wsline.errors import HandshakeRejected, InvalidHandshake, InvalidURI, NegotiationError
+from wsline.protocol.client import ClientOptions
 from wsline.protocol.handshake import (
     GUID,
     WSURI,
@@ -16,16 +18,17 @@ from wsline.protocol.handshake import (
     Response,
     accept_key,
     accept_response,
-    build_request,
     build_response,
     check_request,
     check_response,
     generate_key,
+    make_request,
     parse_request,
     parse_response,
     parse_token_list,
     parse_uri,
     reject_response,
+    serialize_request,
 )
 
 # RFC 6455 1.3 / 4.2.2 example key and accept value.
@@ -576,7 +579,12 @@ def test_parse_uri_bad_port_or_brackets(uri: str) -> None:
         parse_uri(uri)
 
 
-# ------------------------------------------------------------------ build_request
+# ------------------------------------------------------------------ make_request
+
+
+def build_request(uri: WSURI, key: str, **kwargs: Any) -> bytes:
+    """The request a client sends, as bytes."""
+    return serialize_request(make_request(uri, key, **kwargs))
 
 
 def parse_built_request(data: bytes) -> Request:
@@ -626,15 +634,15 @@ def test_build_request_options() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["bad proto", "a,b", "", "caf\xe9"])
-def test_build_request_invalid_subprotocol(protocol: str) -> None:
+def test_client_options_refuse_an_invalid_subprotocol(protocol: str) -> None:
     with pytest.raises(ValueError):
-        build_request(parse_uri("ws://h/"), KEY, subprotocols=[protocol])
+        ClientOptions(subprotocols=(protocol,))
 
 
 @pytest.mark.parametrize("header", [("Bad Name", "v"), ("X-Ok", "line\r\nInjected: yes"), ("X-Ok", "a\x00")])
-def test_build_request_invalid_extra_header(header: tuple[str, str]) -> None:
+def test_client_options_refuse_an_invalid_extra_header(header: tuple[str, str]) -> None:
     with pytest.raises(ValueError):
-        build_request(parse_uri("ws://h/"), KEY, extra_headers=[header])
+        ClientOptions(headers=(header,))
 
 
 # ------------------------------------------------------------------ parse_response / check_response

@@ -1301,13 +1301,6 @@ def test_response_keep_alive(head: bytes, expected: bool) -> None:
     assert parser.keep_alive is expected
 
 
-def test_transitional_decode_chunked_runs_on_the_parser() -> None:
-    assert hs.decode_chunked(b"3;a=b\r\nabc\r\n2\r\nde\r\n0\r\n\r\n") == b"abcde"
-    assert hs.decode_chunked(b"3\r\nabc\r\n2\r\nd") is None
-    assert hs.decode_chunked(b"3\r\nabc\r\n2\r\nd", partial=True) == b"abcd"
-    assert hs.decode_chunked(b"3\r\nabc\r\n2 \r\nde\r\n") == b"abc"  # malformed: what was decoded
-
-
 # ---------------------------------------------------------------------- request smuggling
 # One regression test per hole: each input must be refused (or framed) the one way.
 

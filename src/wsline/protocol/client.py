@@ -18,7 +18,6 @@ client both run on this.
 
 from __future__ import annotations
 
-import base64
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -28,17 +27,14 @@ from .._version import __version__
 from ..errors import ConnectFailed, ConnectRefused, InvalidHandshake, InvalidStatus, WebSocketError
 from . import deflate as pmd
 from .connection import Connection
-from .handshake import WSURI, check_response, generate_key
-from .handshake import _encode_resource as encode_resource
-from .http11 import NEED_DATA, Data, EndOfMessage, Headers, Limits, Request, Response, ResponseParser
+from .handshake import WSURI, check_response, generate_key, make_request
+from .http11 import NEED_DATA, Data, EndOfMessage, Limits, Response, ResponseParser, serialize_request
 
 __all__ = [
     "ClientOptions",
     "ClientHandshake",
     "connect_error",
     "headers_from",
-    "make_request",
-    "serialize_request",
 ]
 
 #: The value of the ``User-Agent`` header by default.
@@ -118,39 +114,6 @@ class ClientOptions:
         )
 
 
-def make_request(uri: WSURI, key: str, options: ClientOptions, extensions: str | None = None) -> Request:
-    """The upgrade request for ``uri`` (RFC 6455 4.1), as a :class:`Request`."""
-    headers = Headers(
-        [
-            ("Host", uri.host_header),
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", key),
-            ("Sec-WebSocket-Version", "13"),
-        ]
-    )
-    if options.subprotocols:
-        headers.add("Sec-WebSocket-Protocol", ", ".join(options.subprotocols))
-    if extensions:
-        headers.add("Sec-WebSocket-Extensions", extensions)
-    if options.origin is not None:
-        headers.add("Origin", options.origin)
-    if uri.user_info is not None:
-        token = base64.b64encode(":".join(uri.user_info).encode("utf-8")).decode("ascii")
-        headers.add("Authorization", f"Basic {token}")
-    if options.user_agent:
-        headers.add("User-Agent", options.user_agent)
-    for name, value in options.headers:
-        headers.add(name, value)
-    return Request("GET", encode_resource(uri.resource), headers)
-
-
-def serialize_request(request: Request) -> bytes:
-    """The bytes of a request head (and body, if any)."""
-    head = f"{request.method} {request.target} HTTP/{request.version[0]}.{request.version[1]}\r\n"
-    return head.encode("ascii") + request.headers.encode() + b"\r\n" + request.body
-
-
 class ClientHandshake:
     """One client's opening handshake: the request out, the response in, then a :class:`Connection`.
 
@@ -168,7 +131,15 @@ class ClientHandshake:
         self.key = key or generate_key()
         offer = pmd.client_offer(options.deflate) if options.deflate is not None else None
         #: The request sent (its headers are what :attr:`WebSocket.request` shows).
-        self.request = make_request(uri, self.key, options, offer)
+        self.request = make_request(
+            uri,
+            self.key,
+            subprotocols=options.subprotocols,
+            extensions=offer,
+            origin=options.origin,
+            extra_headers=options.headers,
+            user_agent=options.user_agent,
+        )
         self._out = serialize_request(self.request)
         self._parser = ResponseParser(options._limits, request_method="GET")
         self._body: list[bytes] = []

@@ -19,20 +19,15 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import HandshakeRejected, InvalidHandshake, InvalidURI, NegotiationError
 from .http11 import (
-    _TOKEN_S,
-    _VALUE_BAD,
     REASON_PHRASES,
-    Data,
-    EndOfMessage,
     Headers,
-    Limits,
     Request,
     Response,
-    ResponseParser,
     build_response,
     parse_request,
     parse_response,
     parse_token_list,
+    serialize_request,
 )
 
 __all__ = [
@@ -46,7 +41,9 @@ __all__ = [
     "parse_request",
     "parse_response",
     "check_request",
-    "build_request",
+    "make_request",
+    "serialize_request",
+    "encode_resource",
     "build_response",
     "accept_response",
     "reject_response",
@@ -54,7 +51,6 @@ __all__ = [
     "parse_token_list",
     "generate_key",
     "REASON_PHRASES",
-    "decode_chunked",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -62,7 +58,7 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: A host in a ws:// URI once IDNA-encoded: RFC 3986 reg-name characters, no "%".
 _URI_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]+")
 _IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")  # UTS 46 deviation characters
-# What build_request percent-encodes (the WHATWG URL path and query
+# What encode_resource percent-encodes (the WHATWG URL path and query
 # percent-encode sets, plus "#"): controls, space, DEL, non-ASCII and a few
 # delimiters. Everything else is kept, "%" and existing %XX escapes included.
 _PATH_UNSAFE = re.compile(r"[^\x21\x24-\x3b\x3d\x3f-\x5f\x61-\x7a\x7c\x7e]")
@@ -110,7 +106,7 @@ def _percent_encode(text: str, unsafe: re.Pattern[str]) -> str:
         raise InvalidURI(f"{text!r} is not valid Unicode") from None
 
 
-def _encode_resource(resource: str) -> str:
+def encode_resource(resource: str) -> str:
     """A resource as a request line may carry it, as browsers send it.
 
     Space, controls, DEL, non-ASCII characters (as UTF-8) and ``"#<>`{}`` in
@@ -174,7 +170,7 @@ def parse_uri(uri: str) -> WSURI:
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
-    resource = _encode_resource(resource)
+    resource = encode_resource(resource)
     user_info = None
     if parts.username is not None:
         user_info = (unquote(parts.username), unquote(parts.password or ""))
@@ -286,7 +282,7 @@ def reject_response(
 # ------------------------------------------------------------- client side
 
 
-def build_request(
+def make_request(
     uri: WSURI,
     key: str,
     *,
@@ -295,8 +291,13 @@ def build_request(
     origin: str | None = None,
     extra_headers: Iterable[tuple[str, str]] = (),
     user_agent: str | None = None,
-) -> bytes:
-    """Serialize the client's upgrade request."""
+) -> Request:
+    """The client's upgrade request for ``uri`` (RFC 6455 4.1).
+
+    The values are taken as they are: :class:`~wsline.protocol.client.ClientOptions`
+    checks subprotocol names and headers once, when a client is configured.
+    Serialize it with :func:`~wsline.protocol.http11.serialize_request`.
+    """
     headers = Headers(
         [
             ("Host", uri.host_header),
@@ -306,12 +307,9 @@ def build_request(
             ("Sec-WebSocket-Version", "13"),
         ]
     )
-    protocols = list(subprotocols)
-    for p in protocols:
-        if not _TOKEN_S.fullmatch(p):
-            raise ValueError(f"invalid subprotocol name {p!r}")
+    protocols = ", ".join(subprotocols)
     if protocols:
-        headers.add("Sec-WebSocket-Protocol", ", ".join(protocols))
+        headers.add("Sec-WebSocket-Protocol", protocols)
     if extensions:
         headers.add("Sec-WebSocket-Extensions", extensions)
     if origin is not None:
@@ -322,11 +320,8 @@ def build_request(
     if user_agent:
         headers.add("User-Agent", user_agent)
     for name, value in extra_headers:
-        if not _TOKEN_S.fullmatch(name) or _VALUE_BAD.search(value.encode("latin-1")):
-            raise ValueError(f"invalid header {name!r}: {value!r}")
         headers.add(name, value)
-    target = _encode_resource(uri.resource)
-    return f"GET {target} HTTP/1.1\r\n".encode("ascii") + headers.encode() + b"\r\n"
+    return Request("GET", encode_resource(uri.resource), headers)
 
 
 def check_response(response: Response, key: str, subprotocols: Iterable[str] = ()) -> str | None:
@@ -356,30 +351,3 @@ def check_response(response: Response, key: str, subprotocols: Iterable[str] = (
             + (f" (offered: {', '.join(offered)})" if offered else "")
         )
     return chosen[0]
-
-
-# transitional: removed once the clients use ResponseParser
-def decode_chunked(data: bytes | bytearray, partial: bool = False) -> bytes | None:
-    """Decode a chunked HTTP body (a rejection's body, for error messages).
-
-    Returns ``None`` while the body is incomplete, unless ``partial`` asks for
-    what has arrived so far; a malformed body yields what was decoded. The
-    decoding is :class:`~wsline.protocol.http11.ResponseParser`'s.
-    """
-    parser = ResponseParser(Limits(max_body=2**64))
-    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-    parser.next_event()  # the Response
-    parser.feed(data)
-    body = bytearray()
-    try:
-        while True:
-            event = parser.next_event()
-            if isinstance(event, Data):
-                body += event.data
-            elif isinstance(event, EndOfMessage):
-                return bytes(body)
-            else:  # NEED_DATA
-                break
-    except InvalidHandshake:
-        return bytes(body)
-    return bytes(body) if partial else None

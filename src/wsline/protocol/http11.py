@@ -91,6 +91,7 @@ __all__ = [
     "ResponseParser",
     "Sentinel",
     "build_response",
+    "serialize_request",
     "parse_request",
     "parse_response",
     "parse_token_list",
@@ -333,6 +334,13 @@ def build_response(response: Response) -> bytes:
     """Serialize a response (head and body)."""
     head = f"HTTP/1.1 {response.status} {response.reason}\r\n".encode("latin-1")
     return head + response.headers.encode() + b"\r\n" + response.body
+
+
+def serialize_request(request: Request) -> bytes:
+    """The bytes of a request: its line, its header fields, and its body."""
+    major, minor = request.version
+    line = f"{request.method} {request.target} HTTP/{major}.{minor}\r\n".encode("ascii")
+    return line + request.headers.encode() + b"\r\n" + request.body
 
 
 # ------------------------------------------------------------------ events
