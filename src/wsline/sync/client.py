@@ -40,22 +40,13 @@ from ..errors import (
     ConnectionClosed,
     ConnectionClosedOK,
     InvalidHandshake,
-    InvalidStatus,
     ProxyError,
 )
 from ..protocol import deflate as pmd
+from ..protocol.client import ClientHandshake, ClientOptions, headers_from
 from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong
-from ..protocol.handshake import (
-    Headers,
-    Request,
-    Response,
-    build_request,
-    check_response,
-    decode_chunked,
-    generate_key,
-    parse_response,
-    parse_uri,
-)
+from ..protocol.handshake import parse_uri
+from ..protocol.http11 import Request, Response
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from ..protocol.session import Fragmenter, PingTracker, check_pieces
 
@@ -67,8 +58,6 @@ Sendable = Union[str, bytes, bytearray, memoryview]
 
 logger = logging.getLogger("wsline.sync")
 
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 64 * 1024
 _RECV_SIZE = 64 * 1024
 
 
@@ -607,26 +596,20 @@ def connect(
     wsuri = parse_uri(uri)
     if ssl and not wsuri.secure:
         raise ValueError("ssl= was given for a ws:// URI; use wss://")
-    if ping_interval is not None and ping_interval <= 0:
-        raise ValueError("ping_interval must be positive or None")
-    if headers is None:
-        extra_headers: list[tuple[str, str]] = []
-    elif isinstance(headers, Mapping):
-        extra_headers = list(headers.items())
-    else:
-        extra_headers = list(headers)
-    deflate_config = (deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None
-    subprotocol_list = list(subprotocols or [])
-    key = generate_key()
-    request_bytes = build_request(
-        wsuri,
-        key,
-        subprotocols=subprotocol_list,
-        extensions=pmd.client_offer(deflate_config) if deflate_config is not None else None,
+    options = ClientOptions(
+        subprotocols=tuple(subprotocols or ()),
+        headers=headers_from(headers),
         origin=origin,
-        extra_headers=extra_headers,
+        deflate=(deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None,
         user_agent=user_agent,
+        max_size=max_size,
+        max_queue=max_queue,
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
     )
+    handshake = ClientHandshake(wsuri, options, defer_close_reply=False)
     proxy_info = None if sock is not None else select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)
     if proxy_info is not None and proxy_info.tls and wsuri.secure:
         raise ValueError(
@@ -653,17 +636,8 @@ def connect(
                     f"TLS certificate verification failed for {wsuri.host}: {exc.verify_message}"
                 ) from exc
         conn.settimeout(deadline.left())
-        conn.sendall(request_bytes)
-        response, rest = _read_response(conn, deadline)
-        if response.status != 101:
-            raise InvalidStatus(response.status, response.reason, response.headers.items(), response.body)
-        subprotocol = check_response(response, key, subprotocol_list)
-        negotiated = None
-        ext_values = response.headers.get_all("Sec-WebSocket-Extensions")
-        if ext_values:
-            if deflate_config is None:
-                raise InvalidHandshake("the server accepted an extension we did not offer")
-            negotiated = pmd.client_negotiate(ext_values, deflate_config)
+        conn.sendall(handshake.data_to_send())
+        _run_handshake(conn, handshake, deadline)
     except TimeoutError:
         if conn is not None:
             conn.close()
@@ -673,24 +647,49 @@ def connect(
         if conn is not None:
             conn.close()
         raise
-    core = Connection(
-        True,
-        max_size=max_size,
-        deflate=negotiated,
-    )
-    request = Request("GET", wsuri.resource, Headers(_request_headers(request_bytes)))
+    assert handshake.connection is not None and handshake.response is not None
     return ClientConnection(
         conn,
-        core,
-        request=request,
-        response=response,
-        subprotocol=subprotocol,
+        handshake.connection,
+        request=handshake.request,
+        response=handshake.response,
+        subprotocol=handshake.subprotocol,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
         max_queue=max_queue,
-        received=rest,
+        received=handshake.trailing_data(),
     )
+
+
+def _run_handshake(sock: socket.socket, handshake: ClientHandshake, deadline: _Deadline) -> None:
+    """Read the server's response into ``handshake`` until the connection is open.
+
+    A refusal raises :class:`~wsline.errors.InvalidStatus` with its body, or with
+    what arrived of it when the server stops sending (or the time runs out).
+    """
+    while True:
+        sock.settimeout(deadline.left() if handshake.response is None else _left_or_zero(deadline))
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            if handshake.response is None:
+                raise
+            data = b""  # a refusal's body stopped coming: report what came
+        except OSError as exc:
+            handshake.receive_eof(str(exc))  # raises
+            raise  # pragma: no cover - not reached
+        if not data:
+            handshake.receive_eof()  # raises
+        if handshake.receive_data(data):
+            return
+
+
+def _left_or_zero(deadline: _Deadline) -> float | None:
+    try:
+        return deadline.left()
+    except TimeoutError:
+        return 0.001
 
 
 def _open_tunnel(
@@ -763,69 +762,3 @@ def _set_nodelay(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # pragma: no cover - platform specific
             pass
-
-
-def _recv(sock: socket.socket, deadline: _Deadline) -> bytes:
-    sock.settimeout(deadline.left())
-    try:
-        return sock.recv(_RECV_SIZE)
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        raise InvalidHandshake(
-            f"the server closed the connection during the opening handshake: {exc}"
-        ) from exc
-
-
-def _read_response(sock: socket.socket, deadline: _Deadline) -> tuple[Response, bytes]:
-    """Read the response head (and a rejection's body); return it and the bytes after a 101."""
-    buf = bytearray()
-    scan_from = 0
-    while True:
-        end = buf.find(b"\r\n\r\n", scan_from)
-        if end >= 0:
-            break
-        if len(buf) > _MAX_HEAD:
-            raise InvalidHandshake("the server's response head is too large")
-        scan_from = max(0, len(buf) - 3)
-        data = _recv(sock, deadline)
-        if not data:
-            raise InvalidHandshake("the server closed the connection during the opening handshake")
-        buf += data
-    response = parse_response(bytes(buf[:end]))
-    del buf[: end + 4]
-    if response.status == 101:
-        return response, bytes(buf)
-    # A rejection: read its body (for the error message), within the deadline.
-    status = response.status
-    codings = ",".join(response.headers.get_all("Transfer-Encoding")).lower()
-    length = response.headers.get("Content-Length")
-    chunked = "chunked" in codings
-    if status < 200 or status in (204, 304):
-        needed = 0
-    elif not chunked and length is not None and length.isdigit():
-        needed = min(int(length), _MAX_BODY)
-    else:
-        needed = _MAX_BODY  # chunked, or until the server closes
-    try:
-        while len(buf) < needed and not (chunked and decode_chunked(buf) is not None):
-            data = _recv(sock, deadline)
-            if not data:
-                break
-            buf += data
-    except (TimeoutError, InvalidHandshake):
-        pass  # report what came
-    if chunked:
-        response.body = decode_chunked(buf) or decode_chunked(buf, partial=True) or b""
-    else:
-        response.body = bytes(buf[:needed])
-    return response, b""
-
-
-def _request_headers(request_bytes: bytes) -> list[tuple[str, str]]:
-    out = []
-    for line in request_bytes.decode("latin-1").split("\r\n")[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            out.append((name, value.strip()))
-    return out
