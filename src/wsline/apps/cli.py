@@ -1,4 +1,4 @@
-"""The command line: ``python -m wsline {echo,connect,chat,relay} ...``."""
+"""The command line: ``python -m wsline {echo,connect,chat,relay,asgi} ...``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 from typing import Sequence
 
 from .._version import __version__
-from . import chat, connect, echo, relay
+from . import asgi, chat, connect, echo, relay
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = {"echo": echo.run, "connect": connect.run, "chat": chat.run, "relay": relay.run}
+_COMMANDS = {"echo": echo.run, "connect": connect.run, "chat": chat.run, "relay": relay.run, "asgi": asgi.run}
 
 
 _VERBOSE_HELP = "log more: -v for connections (INFO), -vv for frame traces (DEBUG)"
@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsline", description="wsline WebSocket tools")
     parser.add_argument("--version", action="version", version=f"wsline {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE_HELP)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{echo,connect,chat,relay}")
-    for module in (echo, connect, chat, relay):
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{echo,connect,chat,relay,asgi}")
+    for module in (echo, connect, chat, relay, asgi):
         command = module.add_parser(sub)
         command.add_argument(
             "-v", "--verbose", action="count", default=0, dest="verbose_after", help=_VERBOSE_HELP

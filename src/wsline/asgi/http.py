@@ -189,9 +189,8 @@ class ResponseFramer:
                 length = int(value)
                 if self._length is not None and self._length != length:
                     raise RuntimeError("conflicting Content-Length headers in http.response.start")
-                if self._length is not None:
-                    continue  # a repeated, equal value: sent once
                 self._length = length
+                continue  # said once, below
             elif lname == b"transfer-encoding":
                 if value.strip().lower() != b"chunked":
                     raise RuntimeError(f"unsupported Transfer-Encoding {value!r} (the server frames bodies)")
@@ -306,7 +305,8 @@ class Channel(Protocol):
       several tasks may wait at once;
     * :meth:`resume_reading`: the cycle needs more bytes (the I/O layer pauses
       reading by itself while the parser holds a lot);
-    * ``gone``: the client closed its side or the connection is lost;
+    * ``lost``: the connection is gone (nothing can be written); ``eof``: the
+      client closed its side (it sends no more; the answer may still go out);
       ``writing_paused``: the client does not read fast enough; ``closing``:
       the server is shutting down (the response says ``Connection: close``).
     """
@@ -320,7 +320,10 @@ class Channel(Protocol):
     def transport(self) -> asyncio.Transport | None: ...
 
     @property
-    def gone(self) -> bool: ...
+    def lost(self) -> bool: ...
+
+    @property
+    def eof(self) -> bool: ...
 
     @property
     def writing_paused(self) -> bool: ...
@@ -411,7 +414,7 @@ class HTTPCycle:
         except ClientDisconnected:
             return False
         except Exception as exc:  # noqa: BLE001 - the application's, answered and logged
-            if self.channel.gone or self._refused:
+            if self.channel.lost or self._refused:
                 # Raised because the client went away (e.g. starlette's ClientDisconnect).
                 logger.info("[%s] application ended after the client left: %r", self.channel.conn_id, exc)
                 return False
@@ -426,7 +429,7 @@ class HTTPCycle:
             self._cancel_flush()
         if result is not None:
             self._log_error("the ASGI application returned %r, not None", result)
-        if self._refused or self.channel.gone:
+        if self._refused or self.channel.lost:
             return False
         if not self._started or (not self._complete and not self._head_sent):
             what = "completing" if self._started else "starting"
@@ -471,7 +474,7 @@ class HTTPCycle:
     def _send_500(self) -> None:
         self._cancel_flush()
         self._framer.abort()
-        if self.channel.gone:
+        if self.channel.lost:
             return
         response = reject_response(500, "Internal Server Error\n")
         self._write(self.handshake.serialize(response, self.request, False))
@@ -484,7 +487,7 @@ class HTTPCycle:
         channel = self.channel
         if self._continue:
             self._continue = False
-            if not self._started and not self._body_done and not channel.gone:
+            if not self._started and not self._body_done and not channel.lost and not channel.eof:
                 self._write(_CONTINUE)
         if not self._body_done and not self._refused:
             parser = channel.parser
@@ -492,7 +495,7 @@ class HTTPCycle:
                 try:
                     event = parser.next_event()
                 except HandshakeRejected as exc:
-                    if not channel.gone:  # else the client left in the middle of the body
+                    if not channel.lost and not channel.eof:  # else the client left midway
                         self._refuse(exc)
                     return dict(_DISCONNECT)
                 if isinstance(event, Data):
@@ -500,11 +503,11 @@ class HTTPCycle:
                 if isinstance(event, EndOfMessage):
                     self._body_done = True
                     return {"type": "http.request", "body": b"", "more_body": False}
-                if event is not NEED_DATA or channel.gone:
+                if event is not NEED_DATA or channel.lost:
                     return dict(_DISCONNECT)
                 channel.resume_reading()
                 await channel.wait()
-        while not self._complete and not channel.gone and not self._refused:
+        while not self._complete and not channel.lost and not channel.eof and not self._refused:
             await channel.wait()
         return dict(_DISCONNECT)
 
@@ -549,7 +552,7 @@ class HTTPCycle:
         """The ASGI ``send``: ``http.response.start``, then ``http.response.body`` events."""
         kind = message.get("type")
         channel = self.channel
-        if self._refused or channel.gone:
+        if self._refused or channel.lost:
             raise ClientDisconnected("the client closed the connection")
         if not self._started:
             if kind != "http.response.start":
@@ -587,14 +590,14 @@ class HTTPCycle:
             self._complete = True
             channel.wake()  # a receive() waiting for the end
         elif channel.writing_paused:
-            while channel.writing_paused and not channel.gone:
+            while channel.writing_paused and not channel.lost:
                 await channel.wait()
-            if channel.gone:
+            if channel.lost:
                 raise ClientDisconnected("the client closed the connection")
 
     def _flush_head(self) -> None:
         self._flush_handle = None
-        if self._head_pending and not self.channel.gone:
+        if self._head_pending and not self.channel.lost:
             self._head_pending = False
             self._head_sent = True
             if self.channel.closing:

@@ -112,8 +112,9 @@ class Lifespan:
         if answer is None:  # the application returned or raised before answering
             self.supported = False
             if self.mode == "on":
-                reason = f"it raised {self._error!r}" if self._error is not None else "it returned"
-                raise LifespanFailed(f"the application does not support the lifespan protocol: {reason}")
+                if self._error is not None:
+                    raise LifespanFailed(f"the application's startup raised {self._error!r}")
+                raise LifespanFailed("the application returned from its lifespan scope without starting up")
             if self._error is None:
                 logger.info("the ASGI application returned from its lifespan scope at once")
             return
