@@ -7,3 +7,5 @@
 Nothing here is imported by ``import wsline``: the ASGI layers cost nothing to
 programs that do not use them.
 """
+
+from .server import serve as serve
