@@ -15,7 +15,7 @@ from ..protocol import deflate as pmd
 from ..protocol.client import ClientHandshake, ClientOptions, connect_error, headers_from
 from ..protocol.handshake import WSURI, parse_uri
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
-from .connection import ProtocolBase, WebSocket, set_nodelay
+from .connection import ProtocolBase, WebSocket, set_nodelay, start
 
 __all__ = ["connect"]
 
@@ -410,11 +410,7 @@ class connect:
         )
         transport.set_write_buffer_limits(high=options.write_limit)
         protocol.ws = ws
-        rest = handshake.trailing_data()
-        if rest:
-            ws._feed(memoryview(rest))
-        if not ws._reading_paused:
-            transport.resume_reading()
+        start(ws, handshake.trailing_data())
         return ws
 
     async def _open_tunnel(

@@ -889,6 +889,28 @@ def _consume_result(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def start(ws: WebSocket, received: bytes = b"") -> None:
+    """Start a WebSocket its I/O layer has just made: feed the bytes that came
+    after the handshake in the same reads, then let the transport read (unless
+    those bytes already filled the receive queue)."""
+    if received:
+        ws._feed(memoryview(received))
+    if not ws._reading_paused and not ws._lost:
+        ws._transport.resume_reading()
+
+
+def attach_listener(ws: WebSocket, listener: Any, report_error: Callable[[BaseException], None]) -> None:
+    """The callback API: deliver ``ws``'s events to ``listener`` (before any message is fed).
+
+    ``report_error`` receives the exceptions its callbacks raise (each closes the
+    connection with 1011); ``on_open`` runs now.
+    """
+    ws._report_error = report_error
+    listener.ws = ws
+    ws._listener = listener
+    ws._call_listener(listener.on_open)
+
+
 class ProtocolBase(asyncio.BufferedProtocol):
     """Moves bytes between an asyncio transport and a :class:`WebSocket`."""
 

@@ -16,7 +16,16 @@ from ..protocol import deflate as pmd
 from ..protocol.handshake import reject_response
 from ..protocol.http11 import NEED_DATA, Data, EndOfMessage, Request, RequestParser, Response
 from ..protocol.server import DEFAULT_SERVER_HEADER, SelectSubprotocol, ServerHandshake, ServerOptions
-from .connection import DEBUG, ProtocolBase, WebSocket, _debug_enabled, _next_id, set_nodelay
+from .connection import (
+    DEBUG,
+    ProtocolBase,
+    WebSocket,
+    _debug_enabled,
+    _next_id,
+    attach_listener,
+    set_nodelay,
+    start,
+)
 from .listener import Listener
 from .loop import STOP_SIGNALS, wait_for_signal
 
@@ -460,20 +469,15 @@ class _ServerProtocol(ProtocolBase):
             ws.logger.debug("connection open: %s", request.path)  # not the query: it may hold tokens
         if hooks.listener is not None:
             self._start_listener(ws, hooks.listener)
-        rest = self._parser.trailing_data()
-        if rest:
-            ws._feed(memoryview(rest))
-        if not ws._reading_paused:
-            self.transport.resume_reading()
+        start(ws, self._parser.trailing_data())
         return ws
 
     def _start_listener(self, ws: WebSocket, cls: type[Listener]) -> None:
         """The callback API: attach a new listener before any message is fed."""
         server = self.server
         info = self._info()
-        ws._report_error = lambda exc: server._report(exc, info)
         server.connections.add(ws)
-        ws._lost_fut.add_done_callback(lambda _: server.connections.discard(ws))
+        ws.add_close_callback(server.connections.discard)
         try:
             listener = cls()
         except Exception as exc:
@@ -481,9 +485,7 @@ class _ServerProtocol(ProtocolBase):
             server._report(exc, info)
             ws.close_nowait(1011, "internal error")
             return
-        listener.ws = ws
-        ws._listener = listener
-        ws._call_listener(listener.on_open)
+        attach_listener(ws, listener, lambda exc: server._report(exc, info))
 
     async def _run_handler(self, ws: WebSocket) -> None:
         server = self.server
