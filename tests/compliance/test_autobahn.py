@@ -6,9 +6,10 @@ The suite (wstest, Python 2.7) is installed by the repository's
 move them); this module calls it, then ``compliance.autobahn.runner``, and never
 skips: a suite that cannot be installed is a failure.
 
-Both sides run at the same time (two wstest processes, one per CPU):
+Every side runs at the same time (one wstest process each):
 
-* server side: ``python -m compliance.server PORT`` is tested by
+* server side: each of :data:`SERVER_TARGETS` (``python -m compliance.server PORT``;
+  a Starlette echo endpoint under uvicorn with wsline's ``--ws`` protocol) is tested by
   ``python -m compliance.autobahn.runner fuzzingclient ws://127.0.0.1:PORT OUTDIR``;
 * client side: ``python -m compliance.autobahn.runner fuzzingserver PORT2 OUTDIR2 --
   python -m compliance.client``.
@@ -48,6 +49,17 @@ EXPECTED_CASES = 517 if FULL else 301
 # Overall limits (seconds): the runner's (--timeout), then ours on top of it.
 WSTEST_TIMEOUT = 1300 if FULL else 300
 RUN_DEADLINE = WSTEST_TIMEOUT + 60
+
+#: The servers that wstest's fuzzingclient tests ({port}: where it listens), each
+#: under its own name (the side in the reports and the test id): one entry each.
+SERVER_TARGETS: dict[str, list[str]] = {
+    "server": [sys.executable, "-m", "compliance.server", "{port}"],
+    # benchmarks/asgi_ws.py's Starlette echo under uvicorn, on wsline.asgi.uvicorn.
+    "uvicorn": [sys.executable, "-m", "uvicorn", "asgi_ws:app", "--app-dir", str(REPO / "benchmarks"),
+                "--port", "{port}", "--ws", "wsline.asgi.uvicorn:WebSocketProtocol",
+                "--ws-max-size", str(2**26), "--ws-ping-interval", "0", "--no-access-log",
+                "--log-level", "warning", "--lifespan", "off"],
+}
 
 # Anything but these, in behavior or behaviorClose, fails the gate
 # (FAILED, NON-STRICT, WRONG CODE, UNCLEAN, FAILED BY CLIENT, UNIMPLEMENTED, ...).
@@ -207,37 +219,38 @@ def run_both() -> Runs:
         )
         return runs
 
-    server = SideResult("server", out / "server", out / "server-run.log")
-    client = SideResult("client", out / "client", out / "client-run.log")
-    runs.sides = {"server": server, "client": client}
-    echo: subprocess.Popen[bytes] | None = None
+    for side in [*SERVER_TARGETS, "client"]:
+        runs.sides[side] = SideResult(side, out / side, out / f"{side}-run.log")
+    client = runs.sides["client"]
+    echoes: dict[str, subprocess.Popen[bytes]] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = []
     try:
-        port, port2 = free_port(), free_port()
-        while port2 == port:
-            port2 = free_port()
-        echo_log = (out / "echo-server.log").open("wb")
-        logs.append(echo_log)
-        echo = subprocess.Popen(
-            [sys.executable, "-m", "compliance.server", str(port)],
-            cwd=REPO, env=env, stdout=echo_log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        if not wait_listening(port, echo, timeout=30):
-            runs.error = (
-                f"compliance.server did not listen on 127.0.0.1:{port} "
-                f"(exit status {echo.poll()}); log:\n{tail(out / 'echo-server.log')}"
-            )
-            return runs
-
+        ports: set[int] = set()
+        while len(ports) < len(SERVER_TARGETS) + 1:
+            ports.add(free_port())
+        port2, *target_ports = ports
         runner = [sys.executable, "-m", "compliance.autobahn.runner"]
         options = ["--exclude", EXCLUDE, "--timeout", str(WSTEST_TIMEOUT), "--no-summary"]
-        commands = {
-            "server": [*runner, "fuzzingclient", f"ws://127.0.0.1:{port}", str(server.outdir),
-                       "--agent", "wsline", *options],
-            "client": [*runner, "fuzzingserver", str(port2), str(client.outdir), *options, "--",
-                       sys.executable, "-m", "compliance.client"],
-        }
+        commands = {}
+        for (side, target), port in zip(SERVER_TARGETS.items(), target_ports, strict=True):
+            echo_log = (out / f"{side}-echo.log").open("wb")
+            logs.append(echo_log)
+            echoes[side] = echo = subprocess.Popen(
+                [arg.replace("{port}", str(port)) for arg in target],
+                cwd=REPO, env=env, stdout=echo_log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            if not wait_listening(port, echo, timeout=30):
+                runs.error = (
+                    f"the {side} target did not listen on 127.0.0.1:{port} "
+                    f"(exit status {echo.poll()}); log:\n{tail(out / f'{side}-echo.log')}"
+                )
+                return runs
+            agent = "wsline" if side == "server" else f"wsline-{side}"
+            commands[side] = [*runner, "fuzzingclient", f"ws://127.0.0.1:{port}",
+                              str(runs.sides[side].outdir), "--agent", agent, *options]
+        commands["client"] = [*runner, "fuzzingserver", str(port2), str(client.outdir), *options, "--",
+                              sys.executable, "-m", "compliance.client"]
         for side, cmd in commands.items():
             log = runs.sides[side].log.open("wb")
             logs.append(log)
@@ -252,14 +265,17 @@ def run_both() -> Runs:
     finally:
         for proc in procs.values():
             stop(proc)
-        stop(echo)
+        for echo in echoes.values():
+            stop(echo)
         for log in logs:
             log.close()
 
-    if echo is not None and echo.returncode not in (0, -signal.SIGTERM):
-        server.problems.append(
-            f"compliance.server exited with status {echo.returncode}; log:\n{tail(out / 'echo-server.log')}"
-        )
+    for side, echo in echoes.items():
+        if echo.returncode not in (0, -signal.SIGTERM):
+            runs.sides[side].problems.append(
+                f"the {side} target exited with status {echo.returncode}; "
+                f"log:\n{tail(out / f'{side}-echo.log')}"
+            )
     for result in runs.sides.values():
         summarize(result, out)
     return runs
@@ -284,9 +300,10 @@ def check(runs: Runs, side: str) -> None:
 
 
 @pytest.mark.timeout(1500)
-def test_autobahn_server(autobahn: Runs) -> None:
-    """wstest fuzzingclient against compliance.server (wsline.serve)."""
-    check(autobahn, "server")
+@pytest.mark.parametrize("side", list(SERVER_TARGETS))
+def test_autobahn_server(autobahn: Runs, side: str) -> None:
+    """wstest fuzzingclient against each of SERVER_TARGETS (compliance.server: wsline.serve)."""
+    check(autobahn, side)
 
 
 @pytest.mark.timeout(1500)

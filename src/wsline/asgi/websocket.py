@@ -718,7 +718,8 @@ class ASGIWebSocket:
         self._wake()
 
     def _deny(self, message: Message) -> None:
-        self._close_args(message)  # checked, but a refusal has no close frame
+        # A refusal has no close frame: code and reason are not used (FastAPI
+        # sends its validation errors, a list, as the reason).
         self._log.info('%s - "WebSocket %s" 403', self._client(), self._target())
         self._refuse(reject_response(403))
         self._wake()
