@@ -9,7 +9,7 @@ shares published messages between processes over Redis pub/sub::
         await hub.publish("lobby", "hello", exclude=ws)
 
 Members leave their rooms by themselves when their connection closes.
-Delivery uses :func:`wsline.broadcast.broadcast`: one framing for all, and a
+Delivery uses :func:`wsline.broadcast`: one framing for all, and a
 member that does not keep up has messages dropped (``policy="drop"``) or is
 closed (``policy="close"``) instead of holding up the others.
 """
@@ -40,7 +40,7 @@ class HubUnavailable(WebSocketError):
 class Hub:
     """Rooms of local connections; :meth:`publish` delivers to a room's members.
 
-    ``policy`` and ``limit`` are passed to :func:`~wsline.broadcast.broadcast`.
+    ``policy`` and ``limit`` are passed to :func:`wsline.broadcast`.
     The methods are coroutines so that every hub (e.g. :class:`RedisHub`) has
     the same interface; this one never waits. Use it from one event loop.
     """

@@ -21,7 +21,7 @@ server, :class:`ResponseParser` for a client (and for a proxy's answer to
 Each message is its head (the :class:`Request` or :class:`Response` itself, with
 an empty ``body``), zero or more :class:`Data` events as the body arrives, then
 :class:`EndOfMessage` (with the trailer fields of a chunked body). After the
-``EndOfMessage`` the parser returns :data:`PAUSED` until :meth:`start_next`:
+``EndOfMessage`` the parser returns :data:`PAUSED` until :meth:`~RequestParser.start_next`:
 pipelined messages come out one at a time, in order, and what arrives meanwhile is
 buffered (:attr:`~RequestParser.buffered` says how much, for the I/O layer to stop
 reading). When the connection switches protocols (a WebSocket upgrade, a 101
