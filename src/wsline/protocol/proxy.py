@@ -301,11 +301,16 @@ class TunnelHandshake:
     """
 
     def __init__(self, proxy: Proxy, host: str, port: int, user_agent: str | None = None) -> None:
+        #: The proxy the tunnel goes through.
         self.proxy = proxy
+        #: The server's host (a name, or an IP address for ``socks5://``) and port.
         self.host = host
         self.port = port
+        #: ``host:port`` as the ``CONNECT`` request names it.
         self.target = f"{_bracket(host)}:{port}"
+        #: True once the tunnel is open.
         self.done = False
+        #: Bytes that came after the proxy's answer (a proxy should send none).
         self.extra = b""
         #: The proxy's response to CONNECT (HTTP proxies), once it came.
         self.status: int | None = None
