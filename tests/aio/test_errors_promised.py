@@ -156,3 +156,15 @@ async def test_serve_forever_script_stops_cleanly_on_signals(signum: int) -> Non
     assert proc.returncode == 0, err
     assert out.strip() == "stopped"
     assert "Traceback" not in err
+
+
+async def test_two_concurrent_recv_calls_are_a_concurrency_error() -> None:
+    async with wsline.serve(echo, HOST, 0, ping_interval=None) as server:
+        async with wsline.connect(f"ws://{HOST}:{server.port}/", ping_interval=None, proxy=None) as ws:
+            first = asyncio.ensure_future(ws.recv())
+            await asyncio.sleep(0)
+            with pytest.raises(wsline.ConcurrencyError) as info:
+                await ws.recv()
+            assert isinstance(info.value, RuntimeError)
+            await ws.send("x")
+            assert await first == "x"

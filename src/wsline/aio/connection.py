@@ -24,6 +24,7 @@ from typing import (
 
 from .._status import ConnectionStatus, format_address
 from ..errors import (
+    ConcurrencyError,
     ConnectionClosed,
     ConnectionClosedOK,
 )
@@ -489,7 +490,9 @@ class WebSocket(ConnectionStatus):
         if self._lost or core.close_rcvd is not None or core.failure is not None:
             raise self._closed_error()
         if self._recv_waiter is not None:
-            raise RuntimeError("recv() is already being awaited by another task")
+            raise ConcurrencyError(
+                "recv() is already being awaited by another task: read messages from one task"
+            )
         waiter: asyncio.Future[Data] = self._loop.create_future()
         self._recv_waiter = waiter
         # The finally clauses drop the future: an exception raised from it keeps
