@@ -560,36 +560,73 @@ def connect(
 ) -> ClientConnection:
     """Open a client connection; use as ``with connect(uri) as ws:`` or call ``ws.close()``.
 
-    The options are those of :func:`wsline.connect` (asyncio): ``subprotocols``
-    are offered in order and the server's choice is checked; ``headers`` adds
-    request headers; ``ssl`` takes an :class:`ssl.SSLContext` (``wss://``
-    verifies certificates by default); ``compression="deflate"`` offers
-    permessage-deflate, ``None`` does not; ``open_timeout`` bounds the TCP
-    connect, TLS and HTTP handshake together; ``max_size`` bounds incoming
-    messages (``None``: no limit); ``max_queue`` received messages may wait
-    for :meth:`~ClientConnection.recv` before reading stops.
-    ``ping_interval`` (off by default) sends keepalive pings from a background
-    thread and drops the connection when no pong comes within ``ping_timeout``.
-    ``sock`` is an already connected socket; ``host``/``port`` override where
-    to connect.
+    Connects (TCP, TLS for ``wss://``, the proxy's tunnel if there is one),
+    runs the opening handshake and returns the open
+    :class:`ClientConnection`; leaving the ``with`` block closes it with 1000.
+    The options are those of :class:`wsline.connect` (asyncio), without
+    ``write_limit`` and the reconnection backoff; the differences are
+    keepalive (off here by default) and ``wss://`` through an ``https://``
+    proxy (not done here). Only the ``uri`` is positional.
 
-    ``proxy`` is as in :func:`wsline.connect`: ``True`` (the default) takes the
-    proxy from the environment (``https_proxy`` for ``wss://``, ``http_proxy``
-    for ``ws://``, then ``all_proxy``; ``no_proxy`` lists hosts reached
-    directly), ``None`` or ``False`` never uses one, a URL
-    (``http://user:password@host:port``, ``https://``, ``socks5://``,
-    ``socks5h://``) uses that proxy; ``proxy_ssl`` is the
-    :class:`ssl.SSLContext` for an ``https://`` proxy. ``wss://`` through an
-    ``https://`` proxy (TLS inside TLS) is left to the asyncio client.
-
-    Raises :class:`~wsline.errors.InvalidURI` for a bad URI,
-    :class:`~wsline.errors.InvalidStatus` (with ``status`` and ``body``) when
-    the server answers other than 101, :class:`~wsline.errors.InvalidHandshake`
-    for a bad 101 or a failed TLS certificate check, :class:`TimeoutError`
-    after ``open_timeout`` and :class:`OSError` (e.g.
-    :class:`ConnectionRefusedError`) when the server cannot be reached,
-    :class:`~wsline.errors.ProxyError` when the proxy cannot be reached or
-    refuses the tunnel.
+    :param uri: ``ws://host[:port]/path?query`` or ``wss://...``; anything else
+        raises :class:`~wsline.errors.InvalidURI` (a :class:`ValueError`).
+    :param subprotocols: subprotocol names to offer, in order of preference;
+        the server's choice is ``ws.subprotocol``, and a choice that was not
+        offered raises :class:`~wsline.errors.NegotiationError`.
+    :param headers: extra request headers, as a mapping or ``(name, value)``
+        pairs; a name or value HTTP cannot carry raises :class:`ValueError`.
+    :param origin: the ``Origin`` header to send (by default none is sent).
+    :param compression: ``"deflate"`` (the default) offers permessage-deflate;
+        ``None`` does not. Anything else raises :class:`ValueError`.
+    :param deflate: a :class:`~wsline.DeflateConfig` for the offer; the default
+        is :data:`~wsline.protocol.deflate.DEFAULT_CLIENT_CONFIG`.
+    :param open_timeout: seconds for the TCP connect, TLS, the proxy's tunnel
+        and the HTTP handshake together; then :class:`TimeoutError`.
+        ``None``: no limit.
+    :param ping_interval: seconds between keepalive pings, sent from a
+        background thread; ``None`` (the default here) sends none.
+    :param ping_timeout: with ``ping_interval``, seconds to wait for a pong
+        before the connection is considered dead and dropped
+        (:class:`~wsline.errors.KeepaliveTimeout`); ``None`` waits forever.
+    :param close_timeout: seconds the closing handshake may take before the
+        TCP connection is dropped.
+    :param max_size: the largest message accepted, in bytes, after
+        decompression (1009 beyond); ``None``: no limit.
+    :param max_queue: how many received messages may wait for
+        :meth:`~ClientConnection.recv` before the reader thread stops reading
+        (TCP then pushes back on the server); ``None``: no limit.
+    :param ssl: for ``wss://``, the :class:`ssl.SSLContext` to use; by default
+        (``None`` or ``True``) one from :func:`ssl.create_default_context`,
+        which verifies the server's certificate and host name. Given for a
+        ``ws://`` URI, it raises :class:`ValueError`.
+    :param server_hostname: the name TLS checks the certificate against and
+        sends as SNI (default: the URI's host).
+    :param sock: an already connected socket to run the handshake on (no
+        proxy is used then).
+    :param host: connect to this host instead of the URI's (the ``Host``
+        header still names the URI's).
+    :param port: connect to this port instead of the URI's.
+    :param user_agent: the ``User-Agent`` header; ``None`` sends none.
+    :param proxy: as for :class:`wsline.connect`: ``True`` (the default) takes
+        the proxy from the environment (``https_proxy`` for ``wss://``,
+        ``http_proxy`` for ``ws://``, then ``all_proxy``; hosts listed in
+        ``no_proxy`` are reached directly), ``None`` or ``False`` never uses
+        one, a URL (``http://[user:password@]host[:port]``, ``https://...``,
+        ``socks5://...``, ``socks5h://...``) uses that proxy. ``wss://``
+        through an ``https://`` proxy (TLS inside TLS) raises
+        :class:`ValueError`: use the asyncio client for it.
+    :param proxy_ssl: the :class:`ssl.SSLContext` for an ``https://`` proxy.
+    :raises ~wsline.errors.InvalidURI: for a URI that is not ``ws://`` or ``wss://``.
+    :raises ValueError: for an invalid option.
+    :raises OSError: when the server cannot be reached (e.g.
+        :class:`ConnectionRefusedError`).
+    :raises TimeoutError: after ``open_timeout``.
+    :raises ~wsline.errors.InvalidStatus: the server answered with another
+        status than 101 (``status``, ``headers`` and ``body`` tell more).
+    :raises ~wsline.errors.InvalidHandshake: a bad 101, or a failed TLS
+        certificate check.
+    :raises ~wsline.errors.ProxyError: the proxy cannot be reached or refuses
+        the tunnel.
     """
     if compression not in ("deflate", None):
         raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
