@@ -168,3 +168,34 @@ async def test_two_concurrent_recv_calls_are_a_concurrency_error() -> None:
             assert isinstance(info.value, RuntimeError)
             await ws.send("x")
             assert await first == "x"
+
+
+TYPED_USE = '''
+import wsline
+from wsline.sync import connect as sync_connect
+
+
+async def main(ws: wsline.WebSocket) -> None:
+    await ws.send({"a": 1})
+    await ws.send(["a", "b"])
+    await ws.send(piece for piece in [b"a", b"b"])
+    await ws.send("text")
+
+
+def blocking() -> None:
+    with sync_connect("ws://h/") as ws:
+        ws.send({"a": 1})
+        ws.send((b"a", b"b"))
+'''
+
+
+def test_the_types_refuse_send_of_a_dict(tmp_path: Path) -> None:
+    from mypy import api
+
+    source = tmp_path / "use.py"
+    source.write_text(TYPED_USE)
+    out, err, status = api.run(["--strict", "--no-incremental", "--python-version", "3.10", str(source)])
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert status == 1, out + err
+    lines = sorted(int(line.split(":")[1]) for line in errors)
+    assert lines == [7, 15], out  # the two dicts, nothing else

@@ -18,6 +18,8 @@ from typing import (
     Callable,
     Hashable,
     Iterable,
+    Iterator,
+    Sequence,
     Union,
     cast,
 )
@@ -39,6 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Data = Union[str, bytes]
 Sendable = Union[str, bytes, bytearray, memoryview]
+#: The pieces of one fragmented message: a list or tuple, or an iterator (a
+#: generator). Not any iterable: a dict or a set is refused by the type checker
+#: as well as at run time (a dict is most likely a message not yet serialized).
+Fragments = Union[Sequence[Sendable], Iterator[Sendable]]
 
 logger = logging.getLogger("wsline")
 _debug_enabled = logger.isEnabledFor
@@ -589,7 +595,7 @@ class WebSocket(ConnectionStatus):
 
     async def send(
         self,
-        message: Sendable | Iterable[Sendable] | AsyncIterable[Sendable],
+        message: Sendable | Fragments | AsyncIterable[Sendable],
         *,
         compress: bool | None = None,
     ) -> None:

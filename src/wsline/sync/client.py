@@ -55,6 +55,8 @@ __all__ = ["connect", "ClientConnection", "Data"]
 #: A received message: ``str`` for text, ``bytes`` for binary.
 Data = Union[str, bytes]
 Sendable = Union[str, bytes, bytearray, memoryview]
+#: The pieces of one fragmented message (see :data:`wsline.aio.connection.Fragments`).
+Fragments = Union[Sequence[Sendable], Iterator[Sendable]]
 
 logger = logging.getLogger("wsline.sync")
 
@@ -285,7 +287,7 @@ class ClientConnection(ConnectionStatus):
 
     # --------------------------------------------------------------- sending
 
-    def send(self, message: Sendable | Iterable[Sendable], *, compress: bool | None = None) -> None:
+    def send(self, message: Sendable | Fragments, *, compress: bool | None = None) -> None:
         """Send a message: ``str`` as text; ``bytes``, ``bytearray`` or ``memoryview`` as binary.
 
         An iterable of such pieces goes out as one fragmented message (all
