@@ -50,8 +50,10 @@ from ..protocol.http11 import (
     REASON_PHRASES,
     Data,
     EndOfMessage,
+    Headers,
     Request,
     RequestParser,
+    Response,
 )
 from ..protocol.server import ServerHandshake
 
@@ -64,6 +66,7 @@ __all__ = [
     "ResponseFramer",
     "Scope",
     "http_date",
+    "respond_whole",
 ]
 
 logger = logging.getLogger("wsline.asgi")
@@ -308,10 +311,26 @@ class Channel(Protocol):
     * ``lost``: the connection is gone (nothing can be written); ``eof``: the
       client closed its side (it sends no more; the answer may still go out);
       ``writing_paused``: the client does not read fast enough; ``closing``:
-      the server is shutting down (the response says ``Connection: close``).
+      the server is shutting down (the response says ``Connection: close``);
+    * ``handshake``: the server's :class:`~wsline.protocol.server.ServerHandshake`
+      (its options: limits, WebSocket settings, the ``Server`` header);
+      ``remote_address``: the peer's socket address; :meth:`report`: where the
+      application's exceptions go (the server's error channel);
+    * :meth:`attach`: a WebSocket session takes the connection over (the I/O
+      layer forwards the bytes before its 101, ``connection_lost`` and a
+      graceful stop to it). A Channel is also a
+      :class:`~wsline.aio.connection.ProtocolBase` (the session sets its ``ws``).
     """
 
     conn_id: str
+    remote_address: Any
+
+    @property
+    def handshake(self) -> ServerHandshake: ...
+
+    def report(self, exc: BaseException) -> None: ...
+
+    def attach(self, session: Any) -> None: ...
 
     @property
     def parser(self) -> RequestParser: ...
@@ -608,3 +627,75 @@ class HTTPCycle:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+
+
+# ------------------------------------------------------------------ whole requests
+
+
+async def respond_whole(app: ASGIApp, scope: Scope, request: Request) -> Response:
+    """Run ``app`` for a request whose body is read already (``request.body``); its whole response.
+
+    For a server that hands over whole requests and writes whole responses
+    (wsline's ``http_handler`` path, e.g. :meth:`wsline.Router.mount` until the
+    server has the ``take_request`` hook): ``receive()`` gives the body in one
+    ``http.request`` event, then ``http.disconnect`` once the response is
+    complete (a client's going away cannot be seen); the response is collected
+    to its end. Invalid messages raise :class:`RuntimeError` (a 500).
+    """
+    framer = ResponseFramer(request.method, request.version, True)
+    pieces: list[bytes] = []
+    state = {"body_sent": False, "started": False}
+    complete = asyncio.Event()
+
+    async def receive() -> Message:
+        if not state["body_sent"]:
+            state["body_sent"] = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+        await complete.wait()
+        return dict(_DISCONNECT)
+
+    async def send(message: Message) -> None:
+        kind = message.get("type")
+        if not state["started"]:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
+            if message.get("trailers"):
+                raise RuntimeError("http.response.trailers is not offered by this server")
+            framer.start(message.get("status"), message.get("headers"))
+            state["started"] = True
+            return
+        if complete.is_set():
+            raise RuntimeError(f"ASGI message {kind!r} after the response was complete")
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise RuntimeError(f"http.response.body's body must be bytes, not {type(body).__name__}")
+        if body:
+            pieces.append(bytes(body))
+        if not message.get("more_body", False):
+            complete.set()
+
+    result: object = await app(scope, receive, send)  # type: ignore[func-returns-value]
+    if result is not None:
+        raise RuntimeError(f"the ASGI application returned {result!r}, not None")
+    if not complete.is_set():
+        what = "completing" if state["started"] else "starting"
+        raise RuntimeError(f"the ASGI application returned without {what} a response")
+    body = b"".join(pieces)
+    status = framer.status
+    length = framer._length
+    if length is not None and request.method != "HEAD" and status not in (204, 304) and length != len(body):
+        raise RuntimeError(f"the response body has {len(body)} bytes, its Content-Length says {length}")
+    headers = Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in framer._headers])
+    if status in (204, 304):
+        body = b""
+        if length is not None and status == 304:
+            headers.add("Content-Length", str(length))
+    else:
+        headers.add("Content-Length", str(length if length is not None else len(body)))
+    if not framer.keep_alive:
+        headers.add("Connection", "close")
+    if not any(name.lower() == "date" for name, _ in headers):
+        headers.add("Date", http_date().decode("ascii"))
+    return Response(status, _status_line(status)[13:-2].decode("latin-1"), headers, body)

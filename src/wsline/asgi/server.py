@@ -30,26 +30,48 @@ accepting, closes idle connections, lets requests in progress finish (for
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import socket
 import ssl as ssl_module
-from typing import Any, Awaitable, Callable, Generator, Sequence
+from typing import Any, Awaitable, Callable, Generator, Sequence, cast
+from urllib.parse import quote
 
+from ..aio.connection import ProtocolBase
 from ..aio.server import Server, _Hooks, _ServerProtocol
 from ..errors import HandshakeRejected
 from ..protocol import deflate as pmd
 from ..protocol.handshake import reject_response
 from ..protocol.http11 import NEED_DATA, EndOfMessage, Request, RequestParser
-from ..protocol.server import DEFAULT_SERVER_HEADER, ServerOptions
-from .http import ASGIApp, HTTPCycle, http_date
+from ..protocol.server import DEFAULT_SERVER_HEADER, ServerHandshake, ServerOptions
+from .http import ASGIApp, Channel, HTTPCycle, http_date
 from .lifespan import Lifespan, LifespanFailed, LifespanMode
 from .scope import client_address, http_scope, scheme_for, server_address, websocket_scope
 from .websocket import ASGIWebSocket
 
-__all__ = ["ASGIServer", "LifespanFailed", "serve"]
+__all__ = [
+    "ASGIServer",
+    "LifespanFailed",
+    "Runner",
+    "TakeRequest",
+    "asgi_runner",
+    "run_request",
+    "serve",
+    "strip_prefix",
+]
 
 logger = logging.getLogger("wsline.asgi")
 access_logger = logging.getLogger("wsline.asgi.access")
+
+#: What takes over a connection for one request: ``await runner(channel)`` runs it
+#: (the body, the answer; a WebSocket to its end) on the connection's
+#: :class:`~wsline.asgi.http.Channel`, and returns whether the connection may
+#: carry another request.
+Runner = Callable[[Channel], Awaitable[bool]]
+#: The hook: ``take_request(request)`` for each request head, before its body is
+#: read: a :data:`Runner` to hand the connection to, or ``None`` to go on as usual.
+TakeRequest = Callable[[Request], Runner | None]
 
 
 async def _no_handler(ws: Any) -> None:  # pragma: no cover - the ASGI server runs no wsline handler
@@ -68,8 +90,8 @@ class _ASGIProtocol(_ServerProtocol):
         super().__init__(server)
         self._waiters: list[asyncio.Future[None]] = []
         self._eof = False
-        self._cycle: HTTPCycle | None = None
         self._session: ASGIWebSocket | None = None  # once upgraded
+        self._busy = False  # a runner has the connection
 
     # ------------------------------------------------------------ the Channel
 
@@ -103,6 +125,18 @@ class _ASGIProtocol(_ServerProtocol):
 
     def wake(self) -> None:
         self._wake()
+
+    @property
+    def handshake(self) -> ServerHandshake:
+        return self.server._handshake
+
+    def report(self, exc: BaseException) -> None:
+        self.server._report(exc, self._info())
+
+    def attach(self, session: ASGIWebSocket) -> None:
+        self._session = session
+        if self.server._closing:
+            session.shutdown(1012)
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self._lost:
@@ -140,7 +174,7 @@ class _ASGIProtocol(_ServerProtocol):
 
     def _idle_expired(self) -> None:
         self._timer = None
-        if self.transport is None or self._lost or self._cycle is not None:
+        if self.transport is None or self._lost or self._busy:
             return
         if self._parser.buffered:
             self._start_timer(False)  # a request has begun: open_timeout for its head (then 408)
@@ -154,12 +188,18 @@ class _ASGIProtocol(_ServerProtocol):
         session = self._session
         if session is not None:
             session.shutdown(code)
-        elif self._cycle is None and self.transport is not None:
+        elif not self._busy and self.transport is not None:
             self.transport.close()
 
     # ------------------------------------------------------------ the request loop
 
     async def _serve_requests(self) -> None:
+        """The request loop with the ``take_request`` hook (see :data:`TakeRequest`).
+
+        Every request goes to the runner the server's ``take_request`` gives
+        for it (the ASGI server's claims them all); one it does not claim gets
+        404. This is the loop aio/server.py's would become with the hook.
+        """
         server = self.server
         parser = self._parser
         first = True
@@ -181,10 +221,15 @@ class _ASGIProtocol(_ServerProtocol):
             request = event
             request.remote_address = self.remote_address
             self.request = request
-            if request.is_upgrade:
-                await self._websocket(request)
+            runner = server.take_request(request)
+            if runner is None:
+                self._respond(reject_response(404, "404 Not Found\n"))
                 return None
-            keep_alive = await self._http_cycle(request, parser.keep_alive)
+            self._busy = True
+            try:
+                keep_alive = await runner(self)
+            finally:
+                self._busy = False
             if not keep_alive or server._closing or self._lost or self._eof:
                 if self.transport is not None:
                     self.transport.close()
@@ -200,85 +245,6 @@ class _ASGIProtocol(_ServerProtocol):
                 return None
             first = False
 
-    async def _http_cycle(self, request: Request, keep_alive: bool) -> bool:
-        server = self.server
-        assert self.transport is not None
-        scope = http_scope(
-            request,
-            scheme=server.http_scheme,
-            client=client_address(self.remote_address),
-            server=server_address(self.transport.get_extra_info("sockname")),
-            root_path=server.root_path,
-            state=server.lifespan.state if server.lifespan.supported else None,
-        )
-        cycle = HTTPCycle(
-            server.app,
-            scope,
-            request,
-            self,
-            server._handshake,
-            keep_alive=keep_alive,
-            report=lambda exc: server._report(exc, self._info()),
-        )
-        self._cycle = cycle
-        try:
-            keep = await cycle.run()
-        finally:
-            self._cycle = None
-        if access_logger.isEnabledFor(logging.INFO):
-            client = scope["client"]
-            access_logger.info(
-                '%s - "%s %s HTTP/%s" %s',
-                f"{client[0]}:{client[1]}" if client else "-",
-                request.method,
-                request.target,
-                scope["http_version"],
-                cycle.status or "-",
-            )
-        return keep
-
-    async def _websocket(self, request: Request) -> None:
-        server = self.server
-        parser = self._parser
-        while True:  # an upgrade request's body (there is hardly ever one): read and dropped
-            try:
-                event = parser.next_event()
-            except HandshakeRejected as exc:
-                self._respond(reject_response(exc.status, exc.reason + "\n", exc.headers))
-                return
-            if isinstance(event, EndOfMessage):
-                break
-            if event is NEED_DATA:
-                if self._lost:
-                    return
-                self.resume_reading()
-                await self.wait()
-        assert self.transport is not None
-        scope = websocket_scope(
-            request,
-            scheme=server.ws_scheme,
-            client=client_address(self.remote_address),
-            server=server_address(self.transport.get_extra_info("sockname")),
-            root_path=server.root_path,
-            state=server.lifespan.state if server.lifespan.supported else None,
-            extensions={"websocket.http.response": {}},
-        )
-        session = ASGIWebSocket(
-            server.app,
-            scope,
-            request,
-            self,
-            server._handshake,
-            server._opts,
-            trailing_data=parser.trailing_data(),
-            default_headers=[(b"date", http_date())],
-            conn_id=self.conn_id,
-        )
-        self._session = session
-        if server._closing:
-            session.shutdown(1012)
-        await session.run()
-
     def handshake_data(self, data: memoryview) -> None:
         session = self._session
         if session is not None:  # upgraded, not accepted yet
@@ -293,6 +259,114 @@ class _ASGIProtocol(_ServerProtocol):
             session.connection_lost(exc)
 
 
+def asgi_runner(
+    app: ASGIApp, *, root_path: str = "", prefix: str = "", state: dict[str, Any] | None = None
+) -> Callable[[Request], Runner]:
+    """``take_request`` for ``app``: every request runs through it (see :func:`run_request`)."""
+
+    def take(request: Request) -> Runner:
+        return functools.partial(run_request, app, request, root_path=root_path, prefix=prefix, state=state)
+
+    return take
+
+
+async def run_request(
+    app: ASGIApp,
+    request: Request,
+    channel: Channel,
+    *,
+    root_path: str = "",
+    prefix: str = "",
+    state: dict[str, Any] | None = None,
+) -> bool:
+    """Run one request (whose head the channel's parser just gave) through ``app``.
+
+    Plain HTTP goes through :class:`~wsline.asgi.http.HTTPCycle`; an upgrade
+    through :class:`~wsline.asgi.websocket.ASGIWebSocket` (after the request's
+    body, if any, is read: the parser hands the rest over). ``root_path`` goes
+    in front of the path (a proxy's mount point); ``prefix`` is the part of
+    the request's path that is the mount point (``Router.mount``): taken off the
+    path, then given back as ``root_path``. ``state``: the lifespan state, copied
+    into the scope. Returns whether the connection may carry another request.
+    """
+    transport = channel.transport
+    assert transport is not None
+    if prefix:
+        request = strip_prefix(request, prefix)
+        root_path = root_path + prefix
+    tls = transport.get_extra_info("sslcontext") is not None
+    client = client_address(channel.remote_address)
+    server = server_address(transport.get_extra_info("sockname"))
+    if not request.is_upgrade:
+        scope = http_scope(
+            request, scheme=scheme_for("http", tls), client=client, server=server,
+            root_path=root_path, state=state,
+        )
+        cycle = HTTPCycle(
+            app, scope, request, channel, channel.handshake, keep_alive=channel.parser.keep_alive,
+            report=channel.report,
+        )
+        keep = await cycle.run()
+        if access_logger.isEnabledFor(logging.INFO):
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %s',
+                f"{client[0]}:{client[1]}" if client else "-",
+                request.method,
+                request.target,
+                scope["http_version"],
+                cycle.status or "-",
+            )
+        return keep
+    parser = channel.parser
+    while True:  # an upgrade request's body (there is hardly ever one): read and dropped
+        try:
+            event = parser.next_event()
+        except HandshakeRejected as exc:
+            refusal = reject_response(exc.status, exc.reason + "\n", exc.headers)
+            transport.write(channel.handshake.serialize(refusal, None, False))
+            return False
+        if isinstance(event, EndOfMessage):
+            break
+        if event is NEED_DATA:
+            if channel.lost or channel.eof:
+                return False
+            channel.resume_reading()
+            await channel.wait()
+    scope = websocket_scope(
+        request,
+        scheme=scheme_for("websocket", tls),
+        client=client,
+        server=server,
+        root_path=root_path,
+        state=state,
+        extensions={"websocket.http.response": {}},
+    )
+    session = ASGIWebSocket(
+        app,
+        scope,
+        request,
+        cast(ProtocolBase, channel),
+        channel.handshake,
+        trailing_data=parser.trailing_data(),
+        default_headers=[(b"date", http_date())],
+        conn_id=channel.conn_id,
+    )
+    channel.attach(session)
+    await session.run()
+    return False
+
+
+def strip_prefix(request: Request, prefix: str) -> Request:
+    """``request`` with ``prefix`` (a path, percent-decoded) taken off the front of its target."""
+    target = request.target
+    raw, sep, query = target.partition("?")
+    if raw.startswith(prefix) and (len(raw) == len(prefix) or raw[len(prefix)] == "/"):
+        rest = raw[len(prefix) :]
+    else:  # the prefix came percent-encoded: rebuild from the decoded path
+        rest = quote(request.path[len(prefix) :], safe="/!$&'()*+,;=:@-._~")
+    return dataclasses.replace(request, target=rest + sep + query)
+
+
 class ASGIServer(Server):
     """A running ASGI server (see :func:`serve`): :meth:`close`, ``serve_forever()``, ``port``, ``errors``."""
 
@@ -303,17 +377,19 @@ class ASGIServer(Server):
         *,
         lifespan: Lifespan,
         root_path: str,
-        tls: bool,
         keep_alive_timeout: float | None,
         shutdown_timeout: float,
+        take_request: TakeRequest | None = None,
         errors_maxlen: int = 100,
     ) -> None:
         super().__init__(opts, _Hooks(_no_handler, None, None, None, None), errors_maxlen)
         self.app = app
+        #: Who serves each request (by default: the application, with the lifespan state).
+        self.take_request: TakeRequest = take_request or asgi_runner(
+            app, root_path=root_path, state=lifespan.state if lifespan.supported else None
+        )
         self.lifespan = lifespan
         self.root_path = root_path
-        self.http_scheme = scheme_for("http", tls)
-        self.ws_scheme = scheme_for("websocket", tls)
         self.keep_alive_timeout = keep_alive_timeout
         self.shutdown_timeout = shutdown_timeout
 
@@ -469,7 +545,6 @@ def serve(
             opts,
             lifespan=life,
             root_path=root_path,
-            tls=ssl is not None,
             keep_alive_timeout=keep_alive_timeout,
             shutdown_timeout=shutdown_timeout,
             errors_maxlen=errors_maxlen,
