@@ -361,6 +361,7 @@ class ASGIWebSocket:
         "_options",
         "_protocol",
         "_response",
+        "_shut_down",
         "_state",
         "_trailing",
         "_ws",
@@ -400,6 +401,7 @@ class ASGIWebSocket:
         self._state = _CONNECTING
         self._connect_sent = False
         self._gone = False
+        self._shut_down = False  # refused by shutdown() before the application answered
         self._ws: WebSocket | None = None
         self._accepted: Accepted | None = None  # the handshake checked before the app ran
         self._opened: asyncio.Future[None] | None = None  # a receive() waiting for the accept
@@ -459,6 +461,7 @@ class ASGIWebSocket:
             return
         if self._state in (_CONNECTING, _RESPONSE) and not self._gone:
             self._refuse(reject_response(503, "the server is shutting down\n", [("Retry-After", "1")]))
+            self._shut_down = True
             self._close = (code, reason)
             self._wake()
 
@@ -592,6 +595,8 @@ class ASGIWebSocket:
                 raise ClientDisconnected("the client went away during the denial response")
             self._response_body(message)
         elif kind != "websocket.close":  # closing a closed connection does nothing
+            if self._shut_down:
+                raise ClientDisconnected("the server is shutting down: the client got 503")
             raise RuntimeError(f"Unexpected ASGI message {kind!r}, after the WebSocket was closed.")
 
     async def _send_message(self, message: Message) -> None:
