@@ -59,6 +59,9 @@ SERVER_TARGETS: dict[str, list[str]] = {
                 "--port", "{port}", "--ws", "wsline.asgi.uvicorn:WebSocketProtocol",
                 "--ws-max-size", str(2**26), "--ws-ping-interval", "0", "--no-access-log",
                 "--log-level", "warning", "--lifespan", "off"],
+    # The same Starlette echo on wsline's own ASGI server (python -m wsline asgi).
+    "wsline-asgi": [sys.executable, "-m", "wsline", "asgi", "benchmarks.asgi_ws:app", "--port", "{port}",
+                    "--ws-max-size", str(2**26), "--ws-ping-interval", "0", "--lifespan", "off"],
 }
 
 # Anything but these, in behavior or behaviorClose, fails the gate

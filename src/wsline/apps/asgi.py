@@ -185,6 +185,18 @@ def add_parser(sub: SubParsers) -> argparse.ArgumentParser:
         "--max-body-size", type=int, default=2**26, metavar="BYTES",
         help="largest request body accepted, streamed or not (413 beyond; default 64 MiB)",
     )
+    parser.add_argument(
+        "--ws-max-size", type=int, default=2**20, metavar="BYTES",
+        help="largest WebSocket message accepted (0: no limit; default 1 MiB)",
+    )
+    parser.add_argument(
+        "--ws-ping-interval", type=float, default=20.0, metavar="SECONDS",
+        help="WebSocket keepalive ping interval (0: no pings; default 20)",
+    )
+    parser.add_argument(
+        "--ws-ping-timeout", type=float, default=20.0, metavar="SECONDS",
+        help="close a WebSocket whose ping is not answered within this (0: never; default 20)",
+    )
     parser.add_argument("--no-compression", action="store_true", help="decline permessage-deflate")
     return parser
 
@@ -198,14 +210,18 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.port == 0:
         status.error("--workers N > 1 needs a fixed --port")
         return 2
-    if args.max_body_size < 0:
-        status.error("--max-body-size must be at least 0")
-        return 2
+    for name in ("max_body_size", "ws_max_size", "ws_ping_interval", "ws_ping_timeout"):
+        if getattr(args, name) < 0:
+            status.error(f"--{name.replace('_', '-')} must be at least 0")
+            return 2
     options: dict[str, Any] = {
         "keep_alive_timeout": args.keep_alive_timeout,
         "shutdown_timeout": args.shutdown_timeout,
         "max_body_size": args.max_body_size,
         "compression": None if args.no_compression else "deflate",
+        "max_size": args.ws_max_size or None,
+        "ping_interval": args.ws_ping_interval or None,
+        "ping_timeout": args.ws_ping_timeout or None,
     }
     common = (args.app, args.factory, args.host, args.port, args.root_path, args.lifespan, options)
     if args.workers > 1:
