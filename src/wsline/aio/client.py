@@ -12,8 +12,7 @@ from typing import Any, AsyncIterator, Generator, Iterable, Mapping, Sequence, c
 from .._version import __version__
 from ..errors import InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError, OpenTimeout, ProxyError
 from ..protocol import deflate as pmd
-from ..protocol.client import ClientHandshake, ClientOptions, connect_error, headers_from
-from ..protocol.handshake import WSURI, parse_uri
+from ..protocol.client import ClientHandshake, client_options, connect_error
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from .connection import ProtocolBase, WebSocket, set_nodelay, start
 
@@ -73,7 +72,8 @@ class _ClientProtocol(ProtocolBase):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
+        # Without connection_made (TLS failed first), create_connection raises the error itself.
+        if not self.done.done() and self.transport is not None:
             try:
                 self.handshake.receive_eof(str(exc) if exc else "")
             except InvalidHandshake as error:
@@ -251,27 +251,14 @@ class connect:
         proxy: str | bool | None = True,
         proxy_ssl: ssl_module.SSLContext | None = None,
     ) -> None:
-        if compression not in ("deflate", None):
-            raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
         #: The URI, as given.
         self.uri = uri
-        self._wsuri: WSURI = parse_uri(uri)
-        if ssl and not self._wsuri.secure:
-            raise ValueError("ssl= was given for a ws:// URI; use wss://")
-        self.options = ClientOptions(
-            subprotocols=tuple(subprotocols or ()),
-            headers=headers_from(headers),
-            origin=origin,
-            deflate=(deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None,
-            user_agent=user_agent,
-            max_size=max_size,
-            max_queue=max_queue,
-            write_limit=write_limit,
-            open_timeout=open_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-        )
+        self._wsuri, self.options = client_options(
+            uri, ssl=ssl, compression=compression, deflate=deflate, subprotocols=subprotocols,
+            headers=headers, origin=origin, user_agent=user_agent, max_size=max_size, max_queue=max_queue,
+            write_limit=write_limit, open_timeout=open_timeout, ping_interval=ping_interval,
+            ping_timeout=ping_timeout, close_timeout=close_timeout,
+        )  # fmt: skip
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.sock = sock

@@ -21,18 +21,19 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .._version import __version__
 from ..errors import ConnectFailed, ConnectRefused, InvalidHandshake, InvalidStatus, WebSocketError
 from . import deflate as pmd
 from .connection import Connection
-from .handshake import WSURI, check_response, generate_key, make_request
+from .handshake import WSURI, check_response, generate_key, make_request, parse_uri
 from .http11 import NEED_DATA, Data, EndOfMessage, Limits, Response, ResponseParser, serialize_request
 
 __all__ = [
     "ClientOptions",
     "ClientHandshake",
+    "client_options",
     "connect_error",
     "headers_from",
 ]
@@ -245,6 +246,37 @@ class ClientHandshake:
             deflate=deflate,
             defer_close_reply=self._defer_close_reply,
         )
+
+
+def client_options(
+    uri: str,
+    *,
+    ssl: object,
+    compression: str | None,
+    deflate: pmd.DeflateConfig | None,
+    subprotocols: Iterable[str] | None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    **fields: Any,
+) -> tuple[WSURI, ClientOptions]:
+    """``connect()``'s arguments, checked once for both clients: the parsed URI and the options.
+
+    ``compression`` is ``"deflate"`` (with ``deflate`` or the default
+    :data:`~wsline.protocol.deflate.DEFAULT_CLIENT_CONFIG`) or ``None``; an
+    ``ssl`` context for a ``ws://`` URI is a mistake; ``fields`` are the other
+    :class:`ClientOptions` fields.
+    """
+    if compression not in ("deflate", None):
+        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
+    wsuri = parse_uri(uri)
+    if ssl and not wsuri.secure:
+        raise ValueError("ssl= was given for a ws:// URI; use wss://")
+    options = ClientOptions(
+        subprotocols=tuple(subprotocols or ()),
+        headers=headers_from(headers),
+        deflate=(deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None,
+        **fields,
+    )
+    return wsuri, options
 
 
 def headers_from(

@@ -43,9 +43,8 @@ from ..errors import (
     ProxyError,
 )
 from ..protocol import deflate as pmd
-from ..protocol.client import ClientHandshake, ClientOptions, headers_from
+from ..protocol.client import ClientHandshake, client_options
 from ..protocol.connection import CloseFrame, Connection, Failure, InvalidState, Pong
-from ..protocol.handshake import parse_uri
 from ..protocol.http11 import Request, Response
 from ..protocol.proxy import Proxy, TunnelHandshake, proxy_tls_error, select_proxy
 from ..protocol.session import Fragmenter, PingTracker, check_pieces
@@ -630,24 +629,12 @@ def connect(
     :raises ~wsline.errors.ProxyError: the proxy cannot be reached or refuses
         the tunnel.
     """
-    if compression not in ("deflate", None):
-        raise ValueError(f"unsupported compression {compression!r}; use 'deflate' or None")
-    wsuri = parse_uri(uri)
-    if ssl and not wsuri.secure:
-        raise ValueError("ssl= was given for a ws:// URI; use wss://")
-    options = ClientOptions(
-        subprotocols=tuple(subprotocols or ()),
-        headers=headers_from(headers),
-        origin=origin,
-        deflate=(deflate or pmd.DEFAULT_CLIENT_CONFIG) if compression == "deflate" else None,
-        user_agent=user_agent,
-        max_size=max_size,
-        max_queue=max_queue,
-        open_timeout=open_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
+    wsuri, options = client_options(
+        uri, ssl=ssl, compression=compression, deflate=deflate, subprotocols=subprotocols, headers=headers,
+        origin=origin, user_agent=user_agent, max_size=max_size, max_queue=max_queue,
+        open_timeout=open_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout,
         close_timeout=close_timeout,
-    )
+    )  # fmt: skip
     handshake = ClientHandshake(wsuri, options, defer_close_reply=False)
     proxy_info = None if sock is not None else select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)
     if proxy_info is not None and proxy_info.tls and wsuri.secure:
