@@ -77,6 +77,9 @@ __all__ = ["WebSocketProtocol", "server_options"]
 #: uvicorn's TRACE log level (``--log-level trace``).
 TRACE_LOG_LEVEL = 5
 
+#: uvicorn's logger of its WebSocket implementations (looked up once: getLogger takes a lock).
+_logger = logging.getLogger("uvicorn.error")
+
 # uvicorn read the head already (within its own limits); wsline's parser reads
 # it again and must not refuse what uvicorn let through on size alone.
 _LIMITS = Limits(max_head=2**20, max_headers=4096, max_body=0)
@@ -125,7 +128,7 @@ class WebSocketProtocol(ProtocolBase):
         self.config = config
         self.app = cast(ASGIApp, config.loaded_app)
         self.loop = _loop or asyncio.get_event_loop()
-        self.logger = logging.getLogger("uvicorn.error")
+        self.logger = _logger
         self.root_path: str = config.root_path
         self.app_state = app_state
         self.server_state = server_state

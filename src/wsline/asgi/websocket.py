@@ -469,6 +469,8 @@ class ASGIWebSocket:
 
     async def run(self) -> None:
         """Check the handshake, run the application, then end the connection as it asks."""
+        if self._state != _CONNECTING or self._gone:
+            return  # shut down (503) or gone before it could start
         try:
             self._accepted = self._handshake.accept(
                 self.request, subprotocol=None, extra_headers=self.default_headers
