@@ -107,7 +107,7 @@ async def test_starlette_request_bodies() -> None:
         async def pieces() -> AsyncIterator[bytes]:
             for _ in range(5):
                 yield b"y" * 1000
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
 
         response = await client.post("/upload", content=pieces())  # chunked, streamed
         assert response.json()["size"] == 5000

@@ -297,6 +297,20 @@ def _iter_headers(headers: object) -> Iterable[tuple[bytes, bytes]]:
 # ------------------------------------------------------------------ the cycle
 
 
+_SERVER_HEADERS: dict[str, bytes] = {}
+
+
+def _server_header(handshake: ServerHandshake) -> bytes | None:
+    """The ``Server`` header's value as bytes (encoded once per value)."""
+    value = handshake.options.server_header
+    if not value:
+        return None
+    encoded = _SERVER_HEADERS.get(value)
+    if encoded is None:
+        encoded = _SERVER_HEADERS[value] = value.encode("latin-1")
+    return encoded
+
+
 class Channel(Protocol):
     """The connection an :class:`HTTPCycle` runs on: what the I/O layer provides.
 
@@ -314,7 +328,8 @@ class Channel(Protocol):
       the server is shutting down (the response says ``Connection: close``);
     * ``handshake``: the server's :class:`~wsline.protocol.server.ServerHandshake`
       (its options: limits, WebSocket settings, the ``Server`` header);
-      ``remote_address``: the peer's socket address; :meth:`report`: where the
+      ``remote_address``, ``local_address``: the socket's addresses; ``tls``:
+      whether it runs TLS; :meth:`report`: where the
       application's exceptions go (the server's error channel);
     * :meth:`attach`: a WebSocket session takes the connection over (the I/O
       layer forwards the bytes before its 101, ``connection_lost`` and a
@@ -323,7 +338,10 @@ class Channel(Protocol):
     """
 
     conn_id: str
+    #: The socket's addresses (``getpeername()``, ``getsockname()``), and whether it runs TLS.
     remote_address: Any
+    local_address: Any
+    tls: bool
 
     @property
     def handshake(self) -> ServerHandshake: ...
@@ -402,12 +420,8 @@ class HTTPCycle:
         self.channel = channel
         self.handshake = handshake
         self.report = report
-        server = handshake.options.server_header
         self._framer = ResponseFramer(
-            request.method,
-            request.version,
-            keep_alive and not channel.closing,
-            server.encode("latin-1") if server else None,
+            request.method, request.version, keep_alive and not channel.closing, _server_header(handshake)
         )
         self._body_done = False
         self._started = False  # http.response.start received

@@ -92,6 +92,16 @@ class _ASGIProtocol(_ServerProtocol):
         self._eof = False
         self._session: ASGIWebSocket | None = None  # once upgraded
         self._busy = False  # a runner has the connection
+        self._idle_deadline: float | None = None  # when an idle keep-alive connection closes
+        self._idle_handle: asyncio.TimerHandle | None = None
+
+    local_address: Any = None
+    tls = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.local_address = transport.get_extra_info("sockname")
+        self.tls = transport.get_extra_info("sslcontext") is not None
+        super().connection_made(transport)
 
     # ------------------------------------------------------------ the Channel
 
@@ -167,15 +177,23 @@ class _ASGIProtocol(_ServerProtocol):
     # ------------------------------------------------------------ timers
 
     def _start_idle_timer(self) -> None:
-        self._cancel_timer()
+        """Wait ``keep_alive_timeout`` for the next request (one timer handle, re-armed lazily)."""
         timeout = self.server.keep_alive_timeout
-        if timeout is not None:
-            self._timer = self._loop.call_later(timeout, self._idle_expired)
-
-    def _idle_expired(self) -> None:
-        self._timer = None
-        if self.transport is None or self._lost or self._busy:
+        if timeout is None:
             return
+        self._idle_deadline = deadline = self._loop.time() + timeout
+        if self._idle_handle is None:
+            self._idle_handle = self._loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_handle = None
+        deadline = self._idle_deadline
+        if deadline is None or self._lost or self.transport is None:
+            return  # a request came: the next idle wait arms it again
+        if self._loop.time() < deadline:
+            self._idle_handle = self._loop.call_at(deadline, self._idle_check)
+            return
+        self._idle_deadline = None
         if self._parser.buffered:
             self._start_timer(False)  # a request has begun: open_timeout for its head (then 408)
         else:
@@ -217,6 +235,7 @@ class _ASGIProtocol(_ServerProtocol):
                 if self.transport is not None:
                     self.transport.close()
                 return None
+            self._idle_deadline = None
             self._cancel_timer()
             request = event
             request.remote_address = self.remote_address
@@ -253,6 +272,9 @@ class _ASGIProtocol(_ServerProtocol):
         super().handshake_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
         super().connection_lost(exc)
         session = self._session
         if session is not None:
@@ -294,9 +316,9 @@ async def run_request(
     if prefix:
         request = strip_prefix(request, prefix)
         root_path = root_path + prefix
-    tls = transport.get_extra_info("sslcontext") is not None
+    tls = channel.tls
     client = client_address(channel.remote_address)
-    server = server_address(transport.get_extra_info("sockname"))
+    server = server_address(channel.local_address)
     if not request.is_upgrade:
         scope = http_scope(
             request, scheme=scheme_for("http", tls), client=client, server=server,
