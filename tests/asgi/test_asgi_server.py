@@ -293,6 +293,26 @@ async def test_close_cancels_requests_past_the_timeout() -> None:
             await slow
 
 
+async def test_serve_forever_returns_after_close() -> None:
+    server = await serve(apps.app, HOST, 0, **FAST)
+    forever = asyncio.create_task(server.serve_forever(stop_signals=()))
+    await asyncio.sleep(0.05)
+    assert not forever.done()
+    await server.close()
+    await asyncio.wait_for(forever, 5)
+
+
+async def test_tls_gives_https_and_wss(tls: Any) -> None:
+    async with serve(apps.app, HOST, 0, ssl=tls.server_context, **FAST) as server:
+        url = f"https://{HOST}:{server.port}"
+        async with httpx.AsyncClient(base_url=url, verify=tls.client_context) as client:
+            data = (await client.get("/scope")).json()
+            assert data["scheme"] == "https"
+        async with wsline.connect(f"wss://{HOST}:{server.port}/ws", ssl=tls.client_context) as ws:
+            await ws.send("secret")
+            assert await ws.recv() == "secret"
+
+
 # ------------------------------------------------------------------ the command line
 
 
