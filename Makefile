@@ -7,13 +7,14 @@
 # (compliance/autobahn/install.sh). make itself must be there (apt-get install make).
 #
 #   make demo        the chat demo: page and WebSocket on one port (HOST=127.0.0.1 PORT=8000)
-#   make test        system packages, then ruff + mypy + pytest twice: with the C extension, then pure Python
+#   make test        system packages, then ruff + mypy + docs + pytest twice: with the C extension, then pure Python
 #   make sysdeps     only the system packages make test needs (gcc, Python headers, chromium, redis, npm)
 #   make lint        ruff + mypy only
 #   make autobahn    only the Autobahn|Testsuite runs (FULL=0: without 12.x/13.x)
 #   make venv        create/update .venv with the test extras, nothing else
 #   make bench       wsline against its peers (about 11 min; bench-quick: 2.5 min)
 #   make fuzz        atheris fuzz targets in fuzz/, FUZZ_SECONDS each (default 60)
+#   make docs        the documentation site in docs/_build/html (warnings are errors)
 #   make clean       remove .venv, .autobahn/ reports, caches and build output
 #
 # Variables: HOST, PORT (demo); PYTEST_ARGS (extra pytest arguments);
@@ -31,15 +32,16 @@ PY = $(VENV)/bin/python
 PIP = $(PY) -m pip --disable-pip-version-check
 STAMP_BASE = $(VENV)/.stamp-install
 STAMP_TEST = $(VENV)/.stamp-install-test
+STAMP_DOCS = $(VENV)/.stamp-install-docs
 
 # WSLINE_AUTOBAHN_FULL=1 runs the compression groups too (about 10 min per side).
 AUTOBAHN_ENV = $(if $(filter 1,$(FULL)),WSLINE_AUTOBAHN_FULL=1,)
 
-.PHONY: demo test sysdeps lint autobahn venv clean help bench bench-quick fuzz
+.PHONY: demo test sysdeps lint autobahn venv clean help bench bench-quick fuzz docs
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '8,21p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '8,22p' Makefile | sed 's/^# \{0,1\}//'
 
 $(PY):
 	$(PYTHON3) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
@@ -53,6 +55,11 @@ $(STAMP_BASE): pyproject.toml | $(PY)
 $(STAMP_TEST): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test]'
 	touch $@ $(STAMP_BASE)
+
+# wsline with the docs extras (Sphinx, MyST, furo): for make docs and make test.
+$(STAMP_DOCS): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[docs]'
+	touch $@
 
 # The C extension, rebuilt in place (src/wsline/) when its source changes.
 STAMP_EXT = $(VENV)/.stamp-ext
@@ -88,20 +95,29 @@ lint: $(STAMP_TEST)
 # pure-Python twin forced by WSLINE_NO_EXTENSIONS=1. The second run leaves out
 # Autobahn's compression groups 12.x/13.x (10 minutes): compressed frames take
 # the same Python path with or without the extension.
-test: sysdeps $(STAMP_TEST) $(STAMP_EXT) $(NODE_WS)
-	@rc=0; ruff=ok; mypy=ok; compiled=ok; pure=ok; \
+test: sysdeps $(STAMP_TEST) $(STAMP_EXT) $(STAMP_DOCS) $(NODE_WS)
+	@rc=0; ruff=ok; mypy=ok; docs=ok; compiled=ok; pure=ok; \
 	echo "== ruff check src tests compliance benchmarks examples fuzz"; $(VENV)/bin/ruff check src tests compliance benchmarks examples fuzz || { rc=1; ruff=FAILED; }; \
 	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
+	echo "== docs: $(SPHINX_BUILD)"; $(SPHINX_BUILD) || { rc=1; docs=FAILED; }; \
 	echo "== pytest, compiled path $(PYTEST_ARGS)"; WSLINE_REQUIRE_EXTENSIONS=1 $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; compiled=FAILED; }; \
 	echo "== pytest, pure-Python path (WSLINE_NO_EXTENSIONS=1) $(PYTEST_ARGS)"; WSLINE_NO_EXTENSIONS=1 $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pure=FAILED; }; \
-	echo "== make test: ruff $$ruff, mypy $$mypy, pytest compiled $$compiled, pytest pure-Python $$pure"; \
+	echo "== make test: ruff $$ruff, mypy $$mypy, docs $$docs, pytest compiled $$compiled, pytest pure-Python $$pure"; \
 	exit $$rc
+
+# The documentation site: every warning fails the build (-W, all of them
+# reported: --keep-going), every cross-reference must resolve (-n), and the
+# environment is read afresh (-E) so that a second run reports them again.
+SPHINX_BUILD = $(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+docs: $(STAMP_DOCS)
+	$(SPHINX_BUILD)
+	@echo "docs: open docs/_build/html/index.html"
 
 autobahn: $(STAMP_TEST)
 	$(AUTOBAHN_ENV) $(PY) -m pytest -v -s tests/compliance/test_autobahn.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .autobahn build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .autobahn build dist .pytest_cache .mypy_cache .ruff_cache docs/_build docs/_generated
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print \
 		| xargs -r rm -rf
 
