@@ -41,13 +41,19 @@ HttpHandler = Callable[[Request], Union[Response, Awaitable[Response]]]
 class ConnectionInfo(NamedTuple):
     """Which connection an error came from."""
 
+    #: The connection's id, as in its log records (``ws.id``).
     id: str
+    #: The client's address, as the socket gives it.
     remote_address: Any
+    #: The request's path (never the query string: it may hold tokens).
     path: str
 
 
 class ServerError(NamedTuple):
-    """An item of :attr:`Server.errors`: the exception and its connection."""
+    """An item of :attr:`Server.errors`: the exception and its connection.
+
+    It unpacks as ``error, info = item``.
+    """
 
     error: BaseException
     connection: ConnectionInfo
@@ -59,6 +65,8 @@ class ErrorChannel:
     Read it with ``async for error, info in server.errors`` or
     :meth:`get_nowait`. When full, the oldest item is dropped (and counted in
     :attr:`dropped`) so that an unread channel never blocks the server.
+    ``maxlen`` is how many errors it keeps: ``serve(errors_maxlen=...)``.
+    Iteration ends when the server is closed and the channel is empty.
     """
 
     def __init__(self, maxlen: int = 100) -> None:
@@ -509,7 +517,12 @@ class _ServerProtocol(ProtocolBase):
 
 
 class Server:
-    """A running WebSocket server. Use as an async context manager, or call :meth:`close`."""
+    """A running WebSocket server. Use as an async context manager, or call :meth:`close`.
+
+    Made by :func:`serve` (never constructed directly): ``async with
+    serve(...) as server`` or ``server = await serve(...)``. Its options are
+    those given to :func:`serve`.
+    """
 
     def __init__(self, opts: ServerOptions, hooks: _Hooks, errors_maxlen: int = 100) -> None:
         self._opts = opts

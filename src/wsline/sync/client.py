@@ -82,6 +82,10 @@ class ClientConnection(ConnectionStatus):
     Once the connection is closed, ``recv`` and ``send`` raise
     :class:`~wsline.errors.ConnectionClosedOK` (codes 1000/1001) or
     :class:`~wsline.errors.ConnectionClosedError`.
+
+    Made by :func:`connect` (never constructed directly); ``ping_interval``,
+    ``ping_timeout``, ``close_timeout`` and ``max_queue`` are the options given
+    to it, kept as attributes.
     """
 
     def __init__(
@@ -110,9 +114,13 @@ class ClientConnection(ConnectionStatus):
         self.remote_address: Any = _address(sock, "getpeername")
         #: This side's address.
         self.local_address: Any = _address(sock, "getsockname")
+        #: Seconds between keepalive pings (``None``: no keepalive).
         self.ping_interval = ping_interval
+        #: Seconds to wait for a keepalive ping's pong.
         self.ping_timeout = ping_timeout
+        #: Seconds the closing handshake may take.
         self.close_timeout = close_timeout
+        #: How many received messages may wait before the reader stops reading.
         self.max_queue = max_queue
 
         # The core and the frames waiting to be written (in the core's order).
