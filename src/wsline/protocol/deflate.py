@@ -85,12 +85,19 @@ class DeflateConfig:
     :data:`DEFAULT_CLIENT_CONFIG` when given none.
     """
 
+    #: The server resets its compressor after each message (less memory, less compression).
     server_no_context_takeover: bool = False
+    #: The client resets its compressor after each message.
     client_no_context_takeover: bool = False
+    #: The server's LZ77 window: 8 to 15 bits, or ``None`` (see above).
     server_max_window_bits: int | None = None
+    #: The client's LZ77 window: 8 to 15 bits, or ``None`` (see above).
     client_max_window_bits: int | None = None
+    #: zlib's compression level, -1 to 9 (6: zlib's default).
     compress_level: int = 6
+    #: zlib's memLevel, 1 to 9: the memory of its internal state (5 here, zlib's default is 8).
     mem_level: int = 5
+    #: Messages shorter than this many bytes go uncompressed.
     threshold: int = 32
 
     def __post_init__(self) -> None:

@@ -177,7 +177,12 @@ _AUTHORITY = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9\-._~!$&'()*+,;=%]+
 
 
 class Headers:
-    """HTTP headers: ordered, repeatable, case-insensitive names."""
+    """HTTP headers: ordered, repeatable, case-insensitive names.
+
+    ``items`` are ``(name, value)`` pairs, or a mapping. ``headers[name]`` and
+    :meth:`get` give the first value of a name, :meth:`get_all` every value;
+    iterating gives the pairs in order.
+    """
 
     __slots__ = ("_index", "_items")
 
@@ -266,9 +271,13 @@ def parse_token_list(values: Iterable[str], strict: bool = True) -> list[str]:
 class Request:
     """An HTTP request head (the WebSocket upgrade request, or a plain request)."""
 
+    #: The method: ``"GET"`` for an upgrade.
     method: str
+    #: The request target as sent: the path and the query string (``/chat?token=...``).
     target: str
+    #: The header fields.
     headers: Headers
+    #: The HTTP version, ``(1, 1)``.
     version: tuple[int, int] = (1, 1)
     #: The request body (plain HTTP requests; empty for upgrades).
     body: bytes = b""
@@ -318,11 +327,20 @@ class Request:
 
 @dataclass
 class Response:
-    """An HTTP response (head and, for rejections, a body)."""
+    """An HTTP response (head and, for rejections, a body).
 
+    The server adds ``Content-Length``, ``Connection: close`` where needed and
+    the ``Server`` header when it sends one; :mod:`wsline.http` has helpers that
+    make responses with a content type.
+    """
+
+    #: The status code.
     status: int
+    #: The reason phrase (by default the standard one for ``status``).
     reason: str = ""
+    #: The header fields.
     headers: Headers = field(default_factory=Headers)
+    #: The body.
     body: bytes = b""
 
     def __post_init__(self) -> None:
