@@ -148,12 +148,24 @@ def _encode(text: str | bytes) -> bytes:
 
 
 def text_response(text: str | bytes, status: int = 200, headers: HeadersLike = None) -> Response:
-    """A ``text/plain; charset=utf-8`` response."""
+    """A ``text/plain; charset=utf-8`` response (``str`` is encoded as UTF-8).
+
+    ``status`` is the status code; ``headers`` adds header fields (a
+    :class:`Headers`, a mapping or ``(name, value)`` pairs: a ``Content-Type``
+    among them replaces the default one, a ``Content-Length`` is dropped, and a
+    name or value that could inject headers raises :class:`ValueError`).
+    """
     return _response(status, _encode(text), "text/plain; charset=utf-8", headers)
 
 
 def html_response(html: str | bytes, status: int = 200, headers: HeadersLike = None) -> Response:
-    """A ``text/html; charset=utf-8`` response."""
+    """A ``text/html; charset=utf-8`` response (``str`` is encoded as UTF-8).
+
+    ``status`` is the status code; ``headers`` adds header fields (a
+    :class:`Headers`, a mapping or ``(name, value)`` pairs: a ``Content-Type``
+    among them replaces the default one, a ``Content-Length`` is dropped, and a
+    name or value that could inject headers raises :class:`ValueError`).
+    """
     return _response(status, _encode(html), "text/html; charset=utf-8", headers)
 
 
@@ -161,6 +173,11 @@ def json_response(obj: Any, status: int = 200, headers: HeadersLike = None) -> R
     """An ``application/json`` response with ``obj`` as compact UTF-8 JSON.
 
     NaN and infinities raise :class:`ValueError` (they are not JSON).
+
+    ``status`` is the status code; ``headers`` adds header fields (a
+    :class:`Headers`, a mapping or ``(name, value)`` pairs: a ``Content-Type``
+    among them replaces the default one, a ``Content-Length`` is dropped, and a
+    name or value that could inject headers raises :class:`ValueError`).
     """
     body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     return _response(status, body, "application/json", headers)
@@ -170,7 +187,9 @@ def redirect(location: str, status: int = 302, headers: HeadersLike = None) -> R
     """A redirect to ``location`` (301, 302, 303, 307 or 308).
 
     Characters not allowed in a URI (spaces, non-ASCII, controls) are
-    percent-encoded; existing ``%XX`` escapes are kept.
+    percent-encoded; existing ``%XX`` escapes are kept. Another ``status``
+    raises :class:`ValueError`; ``headers`` adds header fields, as for
+    :func:`text_response`.
     """
     if status not in (301, 302, 303, 307, 308):
         raise ValueError(f"{status} is not a redirect status")
