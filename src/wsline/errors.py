@@ -64,6 +64,8 @@ class ConnectionClosed(WebSocketError):
     its close frame had no code, 1006 when no close frame arrived at all).
     ``initiator`` says which side started the closing: ``"local"``, ``"remote"``
     or ``"none"`` when the connection was lost without a closing handshake.
+    ``sent_code`` is the code of the close frame this side sent, if it sent
+    one (``None`` otherwise).
     """
 
     def __init__(
@@ -101,7 +103,12 @@ class ConnectionClosedError(ConnectionClosed):
 
 
 class KeepaliveTimeout(ConnectionClosedError):
-    """No pong came back within ``ping_timeout``: the peer is considered dead."""
+    """No pong came back within ``ping_timeout``: the peer is considered dead.
+
+    ``timeout`` is that ``ping_timeout``; ``last_rtt`` the round-trip time of
+    the last ping that was answered, in seconds (``None`` if none was). The
+    connection was dropped: ``code`` is 1006, ``sent_code`` 1011.
+    """
 
     def __init__(self, timeout: float, last_rtt: float | None = None) -> None:
         super().__init__(1006, "keepalive ping timeout", "local", 1011)
@@ -114,7 +121,12 @@ class KeepaliveTimeout(ConnectionClosedError):
 
 
 class ProtocolError(WebSocketError):
-    """The peer broke RFC 6455; ``code`` is the close code to fail with."""
+    """The peer broke RFC 6455; ``code`` is the close code to fail with.
+
+    ``reason`` says what was wrong (it goes into the close frame). The sans-I/O
+    core reports it in a :class:`~wsline.protocol.connection.Failure` event;
+    the I/O layers close the connection with ``code``.
+    """
 
     code = 1002
 
@@ -177,9 +189,13 @@ class NegotiationError(InvalidHandshake):
 
 
 class HandshakeRejected(InvalidHandshake):
-    """A server-side handshake error: answer with ``status`` and ``body``.
+    """A server-side handshake error: answer the request with ``status``.
 
-    Raised by request validation; the server turns it into an HTTP response.
+    ``reason`` is the text of the answer (its body), ``headers`` extra header
+    fields for it (e.g. ``Allow``). Raised by request validation, and by a
+    ``process_request`` hook or an HTTP route that wants to answer with a
+    status (``raise HandshakeRejected(401, "log in first")``); the server turns
+    it into an HTTP response.
     """
 
     def __init__(
@@ -195,7 +211,12 @@ class HandshakeRejected(InvalidHandshake):
 
 
 class InvalidStatus(InvalidHandshake):
-    """The server answered the opening handshake with something other than 101."""
+    """The server answered the opening handshake with something other than 101.
+
+    ``status`` and ``reason_phrase`` are its status line, ``headers`` its
+    header fields as ``(name, value)`` pairs, ``body`` its body (up to 64 KiB:
+    a refusal usually says why).
+    """
 
     def __init__(
         self,
