@@ -88,7 +88,11 @@ class TokenSigner:
     payload holds a version byte, the expiry time (whole seconds) and the
     subject (UTF-8). Tokens are signed, not encrypted: the subject is readable
     by whoever holds the token. ``secret`` must be at least 16 bytes (a ``str``
-    is UTF-8 encoded); ``clock`` returns the current time in seconds.
+    is UTF-8 encoded; :meth:`generate_secret` makes one), and every process
+    that verifies the tokens needs the same one. ``ttl`` is how long a token is
+    valid, in seconds (a positive number). ``clock`` returns the current time
+    in seconds (:func:`time.time`; a test can pass its own). A bad ``secret``
+    or ``ttl`` raises :class:`ValueError`.
     """
 
     def __init__(
@@ -174,7 +178,8 @@ def _forbidden(reason: str) -> Response:
 def require_token(signer: TokenSigner, param: str = "token") -> Callable[[Request], Response | None]:
     """A hook that admits upgrade requests carrying a valid token in query parameter ``param``.
 
-    A missing, invalid or expired token gets 403 with a short reason. Handlers
+    The token is checked with ``signer`` (:meth:`TokenSigner.verify`). A
+    missing, invalid or expired token gets 403 with a short reason. Handlers
     that need the subject can verify ``ws.request.query[param]`` again.
     """
 

@@ -47,7 +47,12 @@ class RedisHub(Hub):
 
     ``await hub.start()`` (or ``async with RedisHub(url) as hub``) raises
     :class:`~wsline.hub.HubUnavailable` if Redis cannot be reached (or the
-    ``redis`` package is missing). ``prefix`` namespaces the channels;
+    ``redis`` package is missing). ``url`` is a ``redis://``, ``rediss://``
+    or ``unix://`` URL, as the ``redis`` package takes them. ``prefix``
+    namespaces the channels (hubs with the same Redis and prefix share their
+    rooms); ``policy`` and ``limit`` are passed to :func:`wsline.broadcast`
+    for the local delivery, as for :class:`~wsline.hub.Hub`;
+    ``connect_timeout`` bounds connecting to Redis, in seconds;
     ``max_backoff`` caps the wait between reconnection attempts.
     """
 

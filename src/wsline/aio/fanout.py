@@ -134,7 +134,10 @@ def broadcast(
 ) -> BroadcastResult:
     """Queue ``message`` on every connection in ``connections``; never waits.
 
-    ``str`` goes as a text message, bytes-like as binary. ``limit`` is the
+    ``str`` goes as a text message, bytes-like as binary (anything else raises
+    :class:`TypeError`). ``policy`` says what happens to a connection whose
+    backlog is over the limit: ``"drop"`` skips the message for it (counted in
+    :func:`dropped_messages`), ``"close"`` closes it with 1008. ``limit`` is the
     largest backlog (bytes) a connection may have for the message to be queued
     (default: :data:`LIMIT_FACTOR` x the connection's write buffer high-water
     mark). ``compress`` is as for :meth:`WebSocket.send`. Returns counts

@@ -26,7 +26,7 @@ def _want(loop: str | None) -> str:
 
 
 def loop_name(loop: str | None = None) -> str:
-    """``"uvloop"`` or ``"asyncio"``: what :func:`run` would use."""
+    """``"uvloop"`` or ``"asyncio"``: what :func:`run` would use with ``loop`` (see there)."""
     choice = _want(loop)
     if choice == "asyncio":
         return "asyncio"
@@ -40,7 +40,7 @@ def loop_name(loop: str | None = None) -> str:
 
 
 def run(main: Coroutine[Any, Any, T], *, loop: str | None = None) -> T:
-    """Like :func:`asyncio.run`, on uvloop when it is installed.
+    """Like :func:`asyncio.run`: run the coroutine ``main`` to its end, on uvloop when it is installed.
 
     ``loop`` (or the ``WSLINE_LOOP`` environment variable): ``"auto"`` (the
     default: uvloop if importable), ``"uvloop"`` (required) or ``"asyncio"``.
