@@ -7,6 +7,7 @@ has a ``:param name:`` field, and no field names a parameter that is gone.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -58,6 +59,32 @@ def test_help_shows_every_parameter_of_serve() -> None:
     text = pydoc.render_doc(wsline.serve, renderer=pydoc.plaintext)
     for param in inspect.signature(wsline.serve).parameters:
         assert f":param {param}:" in text
+
+
+PUBLIC_MODULES = [
+    "wsline",
+    "wsline.errors",
+    "wsline.sync",
+    "wsline.gate",
+    "wsline.http",
+    "wsline.log",
+    "wsline.hub",
+    "wsline.hub_redis",
+    "wsline.aio.fanout",
+    "wsline.aio.loop",
+]
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_class_and_function_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert (module.__doc__ or "").strip(), f"{module_name} has no docstring"
+    undocumented = []
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and not (obj.__doc__ or "").strip():
+            undocumented.append(name)
+    assert not undocumented, f"{module_name}: no docstring for {undocumented}"
 
 
 def test_the_parser_reads_field_lists() -> None:
