@@ -46,6 +46,8 @@ autodoc_class_signature = "mixed"
 autoclass_content = "class"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 python_use_unqualified_type_names = True
+# Long signatures (serve, connect) one parameter per line.
+python_maximum_signature_line_length = 90
 
 # Nitpicky mode (-n) resolves every reference, those in signatures too. Without
 # network access there is no inventory of the standard library (no intersphinx),
