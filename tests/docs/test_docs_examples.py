@@ -222,6 +222,8 @@ async def test_quickstart_server_and_clients(signum: int) -> None:
         client = await asyncio.to_thread(run_to_end, "quickstart_client.py", uri)
         assert client.stdout[0] == "received: hello\n"
         assert re.fullmatch(r"round trip: \d+\.\d ms\n", client.stdout[1])
+        shown = page_block("quickstart.md", "python quickstart_client.py")
+        assert without_numbers("".join(client.stdout)) == without_numbers(shown)
 
         sync = await asyncio.to_thread(run_to_end, "sync_client.py", uri)
         assert sync.stdout[:4] == [
