@@ -449,6 +449,20 @@ def test_logging_json_writes_json_lines() -> None:
         assert {"time", "level", "logger", "message"} <= json.loads(line).keys()
 
 
+def test_readme_example_runs() -> None:
+    """The README's one program (its "Using it" section), as printed there."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it\n", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    program = Program(sys.executable, "-c", match.group(1))
+    program.assert_clean_exit(program.wait())
+    lines = program.stdout
+    assert lines[0].startswith("new connection to /chat from ('127.0.0.1', ")
+    assert lines[1] == "hello\n"
+    assert re.fullmatch(r"round trip [0-9.e-]+ s\n", lines[2])
+
+
 # ------------------------------------------------------------------ the deployment guide
 
 
