@@ -619,7 +619,8 @@ async def test_a_client_that_does_not_read_holds_the_app_in_send(peers: list[Pee
         peer = await connect(server, peers)
         await peer.send(get())
         await asyncio.sleep(0.3)
-        assert sent < 150  # bounded by the socket buffers, not the 20 MB the app has
+        # Bounded by the socket buffers (the kernel's, a few MB on loopback), not the 19 MiB the app has.
+        assert sent < 200, sent
         _head, body = await peer.response()
         assert len(body) == 300 * 65536
 
