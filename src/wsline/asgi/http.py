@@ -447,7 +447,8 @@ class HTTPCycle:
         except ClientDisconnected:
             return False
         except Exception as exc:  # noqa: BLE001 - the application's, answered and logged
-            if self.channel.lost or self._refused:
+            channel = self.channel
+            if channel.lost or self._refused or (channel.eof and not self._body_done):
                 # Raised because the client went away (e.g. starlette's ClientDisconnect).
                 logger.info("[%s] application ended after the client left: %r", self.channel.conn_id, exc)
                 return False
