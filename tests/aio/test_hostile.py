@@ -1,13 +1,24 @@
 """Hostile clients (issue #7): floods, trickles, giant announced lengths, peers that never read.
 
-Every test runs on real loopback sockets against a wsline server (or a wsline
-client against a raw server), asserts a concrete outcome (status, close code,
-a bound on memory or buffering, a time bound) and checks that nothing leaked
-to the event loop. Cases already covered elsewhere are not repeated here:
-200 distinct header lines (431), one oversized header (431), a stalled head
-(408), a 10**9-byte frame header with a small max_size (1009), the MSB length
-bit as a plain protocol error (1002), idle keepalive timeouts on both sides,
-basic write backpressure and the per-client limit with two connections.
+Two kinds of hostility, two kinds of test:
+
+- a misbehaving peer on a good network (floods, trickles, giant lengths, many
+  connections from one address): real loopback sockets against a wsline
+  server, since the kernel's segmenting, buffers and accept queue are part of
+  what is tested;
+- a misbehaving network under a well-behaved peer (a reader that stops
+  reading, a host that vanishes, a connection cut in the middle of a frame or
+  reset): the last section, on wsline.testing's fault transport, where each
+  fault is switched on at an exact moment instead of approximated with small
+  socket buffers.
+
+Every test asserts a concrete outcome (status, close code, a bound on memory
+or buffering, a time bound) and checks that nothing leaked to the event loop.
+Cases already covered elsewhere are not repeated here: 200 distinct header
+lines (431), one oversized header (431), a stalled head (408), a 10**9-byte
+frame header with a small max_size (1009), the MSB length bit as a plain
+protocol error (1002), idle keepalive timeouts on both sides, basic write
+backpressure and the per-client limit with two connections.
 """
 
 from __future__ import annotations
@@ -15,20 +26,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import struct
 import time
 import tracemalloc
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 import wsline
-from conftest import HOST, MASK, RawPeer, client, collect_garbage, echo, eventually, ws_url
+from conftest import (
+    CLIENT_DEFAULTS,
+    HOST,
+    MASK,
+    SERVER_DEFAULTS,
+    RawPeer,
+    client,
+    collect_garbage,
+    echo,
+    eventually,
+    ws_url,
+)
 from wsline.protocol import frames
 from wsline.protocol.handshake import Headers, Response
+from wsline.testing import TestClient, TransportPair, open_websocket, pair_of, stream_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -370,30 +393,6 @@ async def test_keep_alive_request_stream_then_stall_is_408(start_server, raw_cli
     assert_no_leaks(loop_errors, caplog)
 
 
-async def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(
-    start_server, raw_client, loop_errors, caplog
-):
-    """Pipelined requests whose responses are never read must not pile up in the server's write buffer."""
-    body = b"r" * 16384
-
-    def big_page(request: Any) -> Response:
-        return Response(200, headers=Headers([("Content-Type", "text/plain")]), body=body)
-
-    server = await start_server(
-        echo, compression=None, http_handler=big_page, write_limit=16384, open_timeout=10
-    )
-    peer = await raw_client(server.port, rcvbuf=4096)
-    requests = tiny_get() * 100  # 100 requests, 1.6 MB of responses per chunk
-    written, _ = await write_until_blocked(peer, (requests for _ in range(20)))
-    await asyncio.sleep(0.2)
-    buffered = [p.transport.get_write_buffer_size() for p in server._protocols if p.transport is not None]
-    assert len(buffered) == 1
-    # 2000 responses would be 32 MB; the server should stop reading requests once its writes back up.
-    assert buffered[0] <= 1 << 20, f"{buffered[0]} bytes of responses buffered (client sent {written} bytes)"
-    peer.abort()
-    assert_no_leaks(loop_errors, caplog)
-
-
 # ------------------------------------------------------- giant announced lengths
 
 
@@ -604,223 +603,6 @@ async def test_memory_per_buffered_fragment_is_bounded(start_server, raw_client,
     assert_no_leaks(loop_errors, caplog)
 
 
-# ------------------------------------------------------------------ ping flood
-
-PING_BATCH = 1000  # pings per write: 131 kB of masked 125-byte pings
-FLOOD_BATCHES = 80  # about 10 MB of pings, and as many bytes of pongs
-
-
-async def watch_buffer(transport: Any, stop: asyncio.Event, samples: list[int]) -> None:
-    while not stop.is_set():
-        samples.append(transport.get_write_buffer_size())
-        await asyncio.sleep(0.005)
-
-
-async def test_ping_flood_from_a_client_that_never_reads_is_bounded(
-    start_server, raw_client, loop_errors, caplog
-):
-    conn, handler = capturing()
-    write_limit = 16 * 1024
-    server = await start_server(handler, compression=None, write_limit=write_limit)
-    peer = await raw_client(server.port, rcvbuf=4096)
-    await peer.handshake()
-    ws = await server_ws(conn)
-    pings = peer.frame(9, b"p" * 125) * PING_BATCH
-    stop = asyncio.Event()
-    samples: list[int] = []
-    watcher = asyncio.create_task(watch_buffer(ws._transport, stop, samples))
-    written, blocked = await write_until_blocked(peer, (pings for _ in range(FLOOD_BATCHES)))
-    await asyncio.sleep(0.1)
-    stop.set()
-    await watcher
-    samples.append(ws._transport.get_write_buffer_size())
-    # A correct server stops reading once its pongs back up (the flood then blocks on our side);
-    # one read (256 kB) of pings may still be answered past the high-water mark.
-    assert max(samples) <= write_limit + 512 * 1024, (
-        f"server buffered {max(samples)} bytes of pongs; client wrote {written} bytes, blocked={blocked}"
-    )
-    assert ws.open
-    peer.abort()
-    assert_no_leaks(loop_errors, caplog)
-
-
-async def test_ping_flood_from_a_server_that_never_reads_is_bounded(raw_server, loop_errors, caplog):
-    result: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-
-    async def flood(peer: RawPeer) -> None:
-        sock = peer.writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await peer.accept()
-        pings = peer.frame(9, b"p" * 125) * PING_BATCH
-        result.set_result(await write_until_blocked(peer, (pings for _ in range(FLOOD_BATCHES))))
-        await asyncio.sleep(10)  # never reads
-
-    port = await raw_server(flood)
-    ws = await client(f"ws://{HOST}:{port}/", compression=None, write_limit=16 * 1024)
-    try:
-        stop = asyncio.Event()
-        samples: list[int] = []
-        watcher = asyncio.create_task(watch_buffer(ws._transport, stop, samples))
-        written, blocked = await asyncio.wait_for(result, 30)
-        await asyncio.sleep(0.1)
-        stop.set()
-        await watcher
-        assert max(samples) <= 16 * 1024 + 512 * 1024, (
-            f"client buffered {max(samples)} bytes of pongs; server wrote {written} bytes, blocked={blocked}"
-        )
-        assert ws.open
-    finally:
-        ws.abort()
-    assert_no_leaks(loop_errors, caplog)
-
-
-# ------------------------------------------------- a client that never reads
-
-
-async def test_handler_close_against_a_client_that_never_reads_ends_in_close_timeout(
-    start_server, raw_client, loop_errors, caplog
-):
-    """send() blocks at the high-water mark; close() then gives up after close_timeout (abort)."""
-    result: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-    chunk = os.urandom(32 * 1024)
-    write_limit = 16 * 1024
-
-    async def handler(ws: wsline.WebSocket) -> None:
-        sent, peak = 0, 0
-        while sent < 4000:  # 128 MB at most: far more than any socket buffer
-            try:
-                await asyncio.wait_for(ws.send(chunk), 0.5)
-            except (asyncio.TimeoutError, TimeoutError):
-                break
-            sent += 1
-            peak = max(peak, ws._transport.get_write_buffer_size())
-        start = time.monotonic()
-        await ws.close(1000, "bye")
-        result.set_result(
-            {"sent": sent, "peak": peak, "close": time.monotonic() - start, "code": ws.close_code}
-        )
-
-    server = await start_server(
-        on_hostile_path(handler), compression=None, write_limit=write_limit, close_timeout=0.5
-    )
-    peer = await raw_client(server.port, rcvbuf=4096)
-    await peer.handshake(HOSTILE)  # ... and never reads again
-    outcome = await asyncio.wait_for(result, 10)
-    assert outcome["sent"] < 4000, "send() never blocked"
-    assert outcome["peak"] <= write_limit + 2 * len(chunk)
-    assert 0.4 <= outcome["close"] < 1.5, outcome  # close_timeout, then abort
-    assert outcome["code"] == 1006
-    await eventually(lambda: not server.connections, what="the connection left server.connections")
-    await assert_still_serving(server)
-    assert_no_leaks(loop_errors, caplog)
-
-
-@pytest.mark.parametrize("closer", ["ws.close", "server.close"])
-async def test_handler_stuck_in_send_is_released_by_close(
-    start_server, raw_client, loop_errors, caplog, closer
-):
-    """A handler blocked in send() (no timeout of its own) ends with ConnectionClosed once close aborts."""
-    conn: asyncio.Future[wsline.WebSocket] = asyncio.get_running_loop().create_future()
-    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    chunk = os.urandom(32 * 1024)
-
-    async def handler(ws: wsline.WebSocket) -> None:
-        conn.set_result(ws)
-        try:
-            while True:
-                await ws.send(chunk)
-        except BaseException as exc:
-            ended.set_result(exc)
-            raise
-
-    server = await start_server(handler, compression=None, write_limit=16 * 1024, close_timeout=0.5)
-    peer = await raw_client(server.port, rcvbuf=4096)
-    await peer.handshake()
-    ws = await server_ws(conn)
-    # Wait until the handler is parked in send(), above the high-water mark.
-    deadline = time.monotonic() + 3
-    while not ws._write_paused:
-        assert time.monotonic() < deadline, "send() never reached the high-water mark"
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
-    assert ws._write_paused
-    assert not ended.done()
-    start = time.monotonic()
-    if closer == "ws.close":
-        await asyncio.wait_for(ws.close(), 3)
-    else:
-        await asyncio.wait_for(server.close(timeout=0.3), 3)
-    exc = await asyncio.wait_for(ended, 2)
-    elapsed = time.monotonic() - start
-    assert isinstance(exc, wsline.ConnectionClosed), repr(exc)  # not cancelled: released by the abort
-    assert exc.code == 1006
-    assert elapsed < 1.5
-    assert ws.state is wsline.State.CLOSED
-    assert_no_leaks(loop_errors, caplog)
-
-
-# --------------------------------------------------------------- half-open TCP
-
-
-async def test_keepalive_notices_a_dead_peer_while_the_server_streams(
-    start_server, raw_client, loop_errors, caplog
-):
-    """The peer stops reading and answering: the ping sits behind unsent data, the timeout still fires."""
-    ended: asyncio.Future[tuple[BaseException, float]] = asyncio.get_running_loop().create_future()
-    chunk = os.urandom(32 * 1024)
-
-    async def handler(ws: wsline.WebSocket) -> None:
-        start = time.monotonic()
-        try:
-            while True:
-                await ws.send(chunk)  # no timeout: only keepalive can end this
-        except wsline.ConnectionClosed as exc:
-            ended.set_result((exc, time.monotonic() - start))
-
-    server = await start_server(
-        on_hostile_path(handler), compression=None, write_limit=16 * 1024, ping_interval=0.3, ping_timeout=0.3
-    )
-    peer = await raw_client(server.port, rcvbuf=4096)
-    await peer.handshake(HOSTILE)  # then silence: no reads, no pongs
-    exc, elapsed = await asyncio.wait_for(ended, 5)
-    assert isinstance(exc, wsline.KeepaliveTimeout), repr(exc)
-    assert exc.code == 1006
-    assert 0.5 <= elapsed < 2.0
-    await eventually(lambda: not server.connections, what="the connection left server.connections")
-    await assert_still_serving(server)
-    assert_no_leaks(loop_errors, caplog)
-
-
-async def test_keepalive_notices_a_dead_server_while_the_client_streams(raw_server, loop_errors, caplog):
-    release = asyncio.Event()
-
-    async def dead(peer: RawPeer) -> None:
-        sock = peer.writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await peer.accept()
-        await release.wait()  # then silence: no reads, no pongs
-
-    port = await raw_server(dead)
-    ws = await client(
-        f"ws://{HOST}:{port}/", compression=None, write_limit=16 * 1024, ping_interval=0.3, ping_timeout=0.3
-    )
-    chunk = os.urandom(32 * 1024)
-    start = time.monotonic()
-    try:
-        with pytest.raises(wsline.KeepaliveTimeout) as info:
-            for _ in range(100_000):
-                await asyncio.wait_for(ws.send(chunk), 5)  # no timeout of ours fires first
-        elapsed = time.monotonic() - start
-    finally:
-        release.set()
-        ws.abort()
-    assert info.value.code == 1006
-    assert 0.5 <= elapsed < 2.0
-    await asyncio.wait_for(ws.wait_closed(), 1)
-    assert ws.state is wsline.State.CLOSED
-    assert_no_leaks(loop_errors, caplog)
-
-
 # --------------------------------------------- many connections from one address
 
 
@@ -947,4 +729,335 @@ async def test_compressed_flood_in_one_read_is_held_at_max_queue(
     assert peak < 32 * 2**20, f"peak {peak / 2**20:.1f} MiB"
     await peer.send_close()
     assert (await peer.read_close())[0] == 1000
+    assert_no_leaks(loop_errors, caplog)
+
+
+# ============================================================ a misbehaving network
+#
+# The peer here behaves (or is a RawPeer writing what the test says); the
+# network does not: a reader that stops reading, a host that vanishes, a
+# connection cut in the middle of a frame or reset. These run on
+# wsline.testing's fault transport: the server is wsline's own server protocol
+# on a real Server (TestClient), the faults are switched on mid-test, and
+# what used to be approximated with a 4 KiB SO_RCVBUF is exact.
+
+
+@pytest_asyncio.fixture
+async def fault_server() -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+    """Factory: ``app = await fault_server(handler, **serve_kwargs)``: a TestClient, closed at teardown."""
+    apps: list[TestClient] = []
+
+    async def start(
+        handler: Callable[[wsline.WebSocket], Awaitable[Any]] = echo, **kwargs: Any
+    ) -> TestClient:
+        app = await TestClient(handler, **{**SERVER_DEFAULTS, **kwargs}).start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await asyncio.wait_for(app.close(), 5)
+
+
+async def fault_peer(app: TestClient, *, window: int = 4096) -> tuple[RawPeer, TransportPair]:
+    """A raw client on a fault transport pair to ``app``'s server (``window``: its 'socket buffers')."""
+    pair = app.pair(window=window)
+    reader, writer = await app.open_connection(pair=pair)
+    return RawPeer(reader, writer, is_client=True), pair
+
+
+async def assert_fault_server_still_serving(app: TestClient, text: str = "still here") -> None:
+    async with app.websocket("/", **CLIENT_DEFAULTS) as ws:
+        await ws.send(text)
+        assert await ws.recv(timeout=2) == text
+
+
+async def watch_buffer(transport: asyncio.WriteTransport, stop: asyncio.Event, samples: list[int]) -> None:
+    while not stop.is_set():
+        samples.append(transport.get_write_buffer_size())
+        await asyncio.sleep(0.005)
+
+
+# --------------------------------------------------- a client that never reads
+
+
+async def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(
+    fault_server, loop_errors, caplog
+):
+    """Pipelined requests whose responses are never read must not pile up in the server's write buffer."""
+    body = b"r" * 16384
+
+    def big_page(request: Any) -> Response:
+        return Response(200, headers=Headers([("Content-Type", "text/plain")]), body=body)
+
+    app = await fault_server(
+        echo, compression=None, http_handler=big_page, write_limit=16384, open_timeout=10
+    )
+    peer, pair = await fault_peer(app)
+    pair.server_to_client.stall()  # the client reads nothing
+    requests = tiny_get() * 100  # 100 requests, 1.6 MB of responses per chunk
+    written, blocked = await write_until_blocked(peer, (requests for _ in range(20)), stall=0.1)
+    await asyncio.sleep(0.2)
+    assert len(app.server._protocols) == 1
+    buffered = pair.server.get_write_buffer_size()
+    # 2000 responses would be 32 MB; the server should stop reading requests once its writes back up.
+    assert buffered <= 1 << 20, f"{buffered} bytes of responses buffered (client sent {written} bytes)"
+    pair.abort()
+    assert_no_leaks(loop_errors, caplog)
+
+
+PING_BATCH = 1000  # pings per write: 131 kB of masked 125-byte pings
+FLOOD_BATCHES = 80  # about 10 MB of pings, and as many bytes of pongs
+
+
+async def test_ping_flood_from_a_client_that_never_reads_is_bounded(fault_server, loop_errors, caplog):
+    conn, handler = capturing()
+    write_limit = 16 * 1024
+    app = await fault_server(handler, compression=None, write_limit=write_limit)
+    peer, pair = await fault_peer(app)
+    await peer.handshake()
+    ws = await server_ws(conn)
+    pair.server_to_client.stall()
+    pings = peer.frame(9, b"p" * 125) * PING_BATCH
+    stop = asyncio.Event()
+    samples: list[int] = []
+    watcher = asyncio.create_task(watch_buffer(pair.server, stop, samples))
+    written, blocked = await write_until_blocked(peer, (pings for _ in range(FLOOD_BATCHES)), stall=0.1)
+    await asyncio.sleep(0.1)
+    stop.set()
+    await watcher
+    samples.append(pair.server.get_write_buffer_size())
+    # A correct server holds its pongs while the peer does not read (only the latest ping
+    # is answered); one read (256 kB) of pings may still be answered past the high-water mark.
+    assert max(samples) <= write_limit + 512 * 1024, (
+        f"server buffered {max(samples)} bytes of pongs; client wrote {written} bytes, blocked={blocked}"
+    )
+    assert ws.open
+    pair.abort()
+    assert_no_leaks(loop_errors, caplog)
+
+
+async def test_ping_flood_from_a_server_that_never_reads_is_bounded(loop_errors, caplog):
+    result: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+    pair = TransportPair(window=4096)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawPeer(reader, writer, is_client=False)
+        await peer.accept()
+        pair.client_to_server.stall()  # from now on the server reads nothing
+        pings = peer.frame(9, b"p" * 125) * PING_BATCH
+        result.set_result(await write_until_blocked(peer, (pings for _ in range(FLOOD_BATCHES)), stall=0.1))
+
+    ws = await open_websocket(
+        stream_server(flood), pair=pair, **{**CLIENT_DEFAULTS, "compression": None, "write_limit": 16 * 1024}
+    )
+    try:
+        stop = asyncio.Event()
+        samples: list[int] = []
+        watcher = asyncio.create_task(watch_buffer(pair.client, stop, samples))
+        written, blocked = await asyncio.wait_for(result, 30)
+        await asyncio.sleep(0.1)
+        stop.set()
+        await watcher
+        assert max(samples) <= 16 * 1024 + 512 * 1024, (
+            f"client buffered {max(samples)} bytes of pongs; server wrote {written} bytes, blocked={blocked}"
+        )
+        assert ws.open
+    finally:
+        pair.abort()
+    assert_no_leaks(loop_errors, caplog)
+
+
+async def test_handler_close_against_a_client_that_never_reads_ends_in_close_timeout(
+    fault_server, loop_errors, caplog
+):
+    """send() blocks at the high-water mark; close() then gives up after close_timeout (abort)."""
+    result: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    chunk = os.urandom(32 * 1024)
+    write_limit = 16 * 1024
+
+    async def handler(ws: wsline.WebSocket) -> None:
+        sent, peak = 0, 0
+        while sent < 4000:  # 128 MB at most: far more than any buffer
+            try:
+                await asyncio.wait_for(ws.send(chunk), 0.5)
+            except (asyncio.TimeoutError, TimeoutError):
+                break
+            sent += 1
+            peak = max(peak, ws.backlog)
+        start = time.monotonic()
+        await ws.close(1000, "bye")
+        result.set_result(
+            {"sent": sent, "peak": peak, "close": time.monotonic() - start, "code": ws.close_code}
+        )
+
+    app = await fault_server(
+        on_hostile_path(handler), compression=None, write_limit=write_limit, close_timeout=0.5
+    )
+    peer, pair = await fault_peer(app)
+    await peer.handshake(HOSTILE)
+    pair.server_to_client.stall()  # ... and never reads again
+    outcome = await asyncio.wait_for(result, 10)
+    assert outcome["sent"] < 4000, "send() never blocked"
+    assert outcome["peak"] <= write_limit + 2 * len(chunk)
+    assert 0.4 <= outcome["close"] < 1.5, outcome  # close_timeout, then abort
+    assert outcome["code"] == 1006
+    await eventually(lambda: not app.server.connections, what="the connection left server.connections")
+    await assert_fault_server_still_serving(app)
+    assert_no_leaks(loop_errors, caplog)
+
+
+@pytest.mark.parametrize("closer", ["ws.close", "server.close"])
+async def test_handler_stuck_in_send_is_released_by_close(fault_server, loop_errors, caplog, closer):
+    """A handler blocked in send() (no timeout of its own) ends with ConnectionClosed once close aborts."""
+    conn: asyncio.Future[wsline.WebSocket] = asyncio.get_running_loop().create_future()
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    chunk = os.urandom(32 * 1024)
+
+    async def handler(ws: wsline.WebSocket) -> None:
+        conn.set_result(ws)
+        try:
+            while True:
+                await ws.send(chunk)
+        except BaseException as exc:
+            ended.set_result(exc)
+            raise
+
+    app = await fault_server(handler, compression=None, write_limit=16 * 1024, close_timeout=0.5)
+    peer, pair = await fault_peer(app)
+    await peer.handshake()
+    pair.server_to_client.stall()  # the client reads nothing more
+    ws = await server_ws(conn)
+    # Wait until the handler is parked in send(), above the high-water mark.
+    await eventually(lambda: ws.writing_paused, what="send() reached the high-water mark")
+    await asyncio.sleep(0.1)
+    assert ws.writing_paused
+    assert not ended.done()
+    start = time.monotonic()
+    if closer == "ws.close":
+        await asyncio.wait_for(ws.close(), 3)
+    else:
+        await asyncio.wait_for(app.server.close(timeout=0.3), 3)
+    exc = await asyncio.wait_for(ended, 2)
+    elapsed = time.monotonic() - start
+    assert isinstance(exc, wsline.ConnectionClosed), repr(exc)  # not cancelled: released by the abort
+    assert exc.code == 1006
+    assert elapsed < 1.5
+    assert ws.state is wsline.State.CLOSED
+    assert_no_leaks(loop_errors, caplog)
+
+
+# --------------------------------------------------------------- half-open TCP
+
+
+async def test_keepalive_notices_a_dead_peer_while_the_server_streams(fault_server, loop_errors, caplog):
+    """The peer's host vanishes: the ping sits behind unsent data, the timeout still fires."""
+    ended: asyncio.Future[tuple[BaseException, float]] = asyncio.get_running_loop().create_future()
+    chunk = os.urandom(32 * 1024)
+
+    async def handler(ws: wsline.WebSocket) -> None:
+        start = time.monotonic()
+        try:
+            while True:
+                await ws.send(chunk)  # no timeout: only keepalive can end this
+        except wsline.ConnectionClosed as exc:
+            ended.set_result((exc, time.monotonic() - start))
+
+    app = await fault_server(
+        on_hostile_path(handler), compression=None, write_limit=16 * 1024, ping_interval=0.3, ping_timeout=0.3
+    )
+    peer, pair = await fault_peer(app)
+    await peer.handshake(HOSTILE)
+    pair.half_open("client")  # then silence: no reads, no pongs, no FIN
+    exc, elapsed = await asyncio.wait_for(ended, 5)
+    assert isinstance(exc, wsline.KeepaliveTimeout), repr(exc)
+    assert exc.code == 1006
+    assert 0.5 <= elapsed < 2.0
+    assert pair.server_to_client.in_flight > 0  # what went into the void
+    await eventually(lambda: not app.server.connections, what="the connection left server.connections")
+    await assert_fault_server_still_serving(app)
+    assert_no_leaks(loop_errors, caplog)
+
+
+async def test_keepalive_notices_a_dead_server_while_the_client_streams(fault_server, loop_errors, caplog):
+    app = await fault_server(echo, compression=None)
+    options = {**CLIENT_DEFAULTS, "ping_interval": 0.3, "ping_timeout": 0.3}
+    ws = await app.websocket("/", **options, compression=None, write_limit=16 * 1024)
+    pair = pair_of(ws)
+    pair.half_open("server")  # the server's host is gone: no reads, no pongs, no FIN
+    chunk = os.urandom(32 * 1024)
+    start = time.monotonic()
+    try:
+        with pytest.raises(wsline.KeepaliveTimeout) as info:
+            for _ in range(100_000):
+                await asyncio.wait_for(ws.send(chunk), 5)  # no timeout of ours fires first
+        elapsed = time.monotonic() - start
+    finally:
+        ws.abort()
+    assert info.value.code == 1006
+    assert 0.5 <= elapsed < 2.0
+    await asyncio.wait_for(ws.wait_closed(), 1)
+    assert ws.state is wsline.State.CLOSED
+    pair.abort()  # the server's end never heard of any of it
+    assert_no_leaks(loop_errors, caplog)
+
+
+# --------------------------------------------------------- cuts and resets
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["cut", "reset"])
+async def test_connection_cut_in_the_middle_of_a_frame_frees_everything(
+    fault_server, loop_errors, caplog, reset
+):
+    """A frame cut after its header and a few payload bytes (FIN or RST): 1006, the slot and memory freed."""
+    seen: asyncio.Future[wsline.ConnectionClosed] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: wsline.WebSocket) -> None:
+        try:
+            await echo(ws)
+        except wsline.ConnectionClosed as exc:
+            if not seen.done():
+                seen.set_result(exc)
+
+    app = await fault_server(handler, compression=None, max_connections_per_client=1)
+    peer, pair = await fault_peer(app)
+    await peer.handshake()
+    before = pair.client_to_server.delivered
+    pair.client_to_server.cut_after(bytes=14 + 1000, reset=reset)  # header, mask, 1000 of 2**20 bytes
+    with contextlib.suppress(*RESET_ERRORS):
+        await peer.send(frame_header(2, 2**20))  # 14 bytes: the header with a 64-bit length and the mask
+        await peer.send(frames.apply_mask(os.urandom(64 * 1024), MASK))
+    exc = await asyncio.wait_for(seen, 2)
+    assert isinstance(exc, wsline.ConnectionClosedError) and exc.code == 1006
+    assert pair.client_to_server.delivered == before + 1014  # not a byte more
+    await eventually(lambda: not app.server.connections and not app.server._per_client, what="freed")
+    await assert_fault_server_still_serving(app)  # the per-client slot is free again
+    assert_no_leaks(loop_errors, caplog)
+
+
+async def test_reset_while_the_server_waits_on_backpressure_releases_send(fault_server, loop_errors, caplog):
+    conn: asyncio.Future[wsline.WebSocket] = asyncio.get_running_loop().create_future()
+    ended: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: wsline.WebSocket) -> None:
+        conn.set_result(ws)
+        try:
+            while True:
+                await ws.send(b"x" * 65536)
+        except wsline.ConnectionClosed as exc:
+            ended.set_result(exc)
+
+    app = await fault_server(handler, compression=None, write_limit=16 * 1024)
+    ws = await app.websocket("/", **CLIENT_DEFAULTS, compression=None)
+    pair = pair_of(ws)
+    pair.server_to_client.stall()
+    server_side = await server_ws(conn)
+    await eventually(lambda: server_side.writing_paused, what="the handler waits in send()")
+    pair.reset()
+    exc = await asyncio.wait_for(ended, 2)
+    assert isinstance(exc, wsline.ConnectionClosedError) and exc.code == 1006
+    with pytest.raises(wsline.ConnectionClosedError):
+        while True:  # what arrived before the stall, then the reset (what was stalled is gone)
+            await ws.recv()
+    assert ws.close_code == 1006
     assert_no_leaks(loop_errors, caplog)
