@@ -1,59 +1,1015 @@
-"""A :class:`~wsline.hub.Hub` shared between processes over Redis pub/sub.
+"""A :class:`~wsline.hub.Hub` shared between processes and machines over Redis or a Redis Cluster.
 
-Each process subscribes to one channel per room it has members in
-(``prefix + room``). :meth:`RedisHub.publish` delivers to the local members
-at once and publishes to Redis; every other process delivers what it
-receives to its own members. A process ignores its own messages coming back
-from Redis (each message carries the id of the hub that sent it), so nobody
-gets a message twice.
+``RedisHub(url)`` talks to one Redis server, or -- found out at start from
+``INFO cluster``, or forced with ``cluster=True`` -- to a Redis Cluster
+through ``redis.asyncio.cluster.RedisCluster`` with sharded pub/sub
+(``SSUBSCRIBE``/``SPUBLISH``, Redis 7). What it promises is the module
+:mod:`wsline.hub`'s: ordered positions, history and recovery, presence and
+addresses, the same in every process.
 
-When the connection to Redis is lost, the hub logs a WARNING, reconnects with
-exponential backoff, subscribes again and logs a WARNING saying what was lost:
-messages published here meanwhile reached only this process's members, and
-messages published elsewhere meanwhile never arrive here. ``redis`` is
-imported when the hub starts (``pip install 'wsline[redis]'``).
+Where things are
+----------------
+
+Each room has five keys and one channel, all with the same hash tag (the
+room name between braces, ``{`` ``}`` and ``%`` percent-encoded), so that in
+a cluster they are in one slot, and rooms spread over the shards::
+
+    <prefix>{room}:m   hash: e = epoch, t = offset of the last entry
+    <prefix>{room}:s   stream: the history (XADD MAXLEN ~ history_size, XTRIM MINID ~ now - history_ttl)
+    <prefix>{room}:p   hash: member address -> "<join offset>|<JSON user and data>"
+    <prefix>{room}:z   sorted set: member address -> expiry (ms, Redis clock)
+    <prefix>{room}:u   hash: user -> how many connections it has in the room
+    <prefix>{room}     the room's channel (PUBLISH, or SPUBLISH on a cluster)
+    <prefix>hub:{id}   one channel per hub, for send_to()
+
+Every change of a room is one Lua script, atomic in Redis: it appends the
+entry (offset ``t + 1``) to the stream and publishes it on the channel as
+``"<epoch>:<offset>\\n<kind>\\n<origin>\\n<flags>\\n<body>"`` (kind ``t``/``b``:
+text/binary publication, ``j``/``l``: join/leave). A missing ``:m`` hash
+means the stream is gone (a restart without persistence, eviction, expiry):
+the next script starts a new epoch and deletes what is left of the old
+stream, so nobody recovers across the loss. The keys of a room expire
+``meta_ttl`` seconds (1 day) after its last entry or heartbeat.
+
+Each process subscribes to the channels of the rooms it has members or
+subscriptions in, delivers entries in offset order (a gap is filled from the
+stream; see :mod:`wsline.hub`), and refreshes its members' expiry every
+``heartbeat`` seconds; the same script removes (with a leave event) the
+members of any process whose expiry has passed. ``presence_ttl`` defaults to
+3 heartbeats: a process that stalls that long loses its members, and adds
+them back (a new join) at its next heartbeat; one that dies is gone from
+presence within ``presence_ttl + heartbeat`` seconds.
+
+Redis going away
+----------------
+
+:meth:`RedisHub.start` raises :class:`~wsline.hub.HubUnavailable` when
+Redis cannot be reached. Later, a lost connection is logged (WARNING) and
+retried with exponential backoff up to ``max_backoff`` seconds; meanwhile
+publications wait in memory (at most ``max_outbox``, then they are dropped
+and counted in :attr:`RedisHub.unsent`) and nobody receives anything, joins
+raise :class:`~wsline.hub.HubUnavailable`. Once back, the hub subscribes
+again, delivers what it missed from the stream (nothing is lost if Redis
+kept its data), or gives every member a :class:`~wsline.hub.Reset` (the
+epoch changed: Redis restarted without persistence), re-adds its members to
+presence, and sends what waited. A publication whose round trip was cut by
+the failure is stored at most once: it may be lost, never doubled.
+``redis`` is imported when the hub starts (``pip install 'wsline[redis]'``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
-import os
 import time
+from collections import deque
 from typing import Any
 
 from .aio.connection import WebSocket
-from .aio.fanout import BroadcastMessage, BroadcastResult, Policy
-from .hub import Hub, HubUnavailable
+from .aio.fanout import BroadcastMessage, Policy
+from .hub import (
+    ClientInfo,
+    Entry,
+    Hub,
+    HubUnavailable,
+    PresenceEvent,
+    Publication,
+    PublishResult,
+    StreamPosition,
+    UserTaken,
+    _Fetched,
+    _Room,
+    _State,
+    _Store,
+    new_epoch,
+)
 
 __all__ = ["RedisHub"]
 
 logger = logging.getLogger("wsline.hub")
 
-_TEXT = b"t"
-_BINARY = b"b"
-_ID_SIZE = 16
-_MAX_OUTBOX = 100_000  # publishes waiting for Redis; beyond it they are counted as unsent
+#: Entries read per round trip when recovering.
+FETCH_PAGE = 1000
+#: Writes (publications, joins, leaves) sent in one pipelined round trip, at most.
+BATCH = 512
+#: publish(wait=False) waits when this many writes are queued, until half are sent.
+OUTBOX_HIGH = 4096
+
+# ------------------------------------------------------------------ the scripts
+
+# KEYS: M (meta), S (stream), H (presence), Z (expiry), U (users).
+# ARGV: 1 a new epoch (used if the stream has none), 2 the room's channel, 3 PUBLISH or
+# SPUBLISH, 4 history length, 5 history age (ms), 6 key lifetime (ms); then each script's own.
+_COMMON = """
+local M, S, H, Z, U = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local NEW_EPOCH, CHAN, PUB = ARGV[1], ARGV[2], ARGV[3]
+local HIST_LEN, HIST_MS, META_MS = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function epoch()
+  local e = redis.call('HGET', M, 'e')
+  if not e then
+    e = NEW_EPOCH
+    redis.call('HSET', M, 'e', e, 't', 0)
+    redis.call('DEL', S)
+  end
+  return e
+end
+local function top()
+  return tonumber(redis.call('HGET', M, 't'))
+end
+local function append(e, kind, origin, flags, body)
+  local n = redis.call('HINCRBY', M, 't', 1)
+  if HIST_LEN > 0 then
+    redis.call('XADD', S, 'MAXLEN', '~', HIST_LEN, '*', 'n', n, 'k', kind, 'o', origin, 'f', flags, 'd', body)
+    redis.call('XTRIM', S, 'MINID', '~', now_ms() - HIST_MS)
+    redis.call('PEXPIRE', S, META_MS)
+  end
+  redis.call('PEXPIRE', M, META_MS)
+  redis.call(PUB, CHAN, e .. ':' .. n .. '\\n' .. kind .. '\\n' .. origin .. '\\n' .. flags .. '\\n' .. body)
+  return n
+end
+local function remove(e, a)
+  redis.call('ZREM', Z, a)
+  local v = redis.call('HGET', H, a)
+  if not v then return 0 end
+  redis.call('HDEL', H, a)
+  local flags = 'l'
+  local info = cjson.decode(string.sub(v, string.find(v, '|', 1, true) + 1))
+  if info.u then
+    if redis.call('HINCRBY', U, info.u, -1) > 0 then flags = '' else redis.call('HDEL', U, info.u) end
+  end
+  return append(e, 'l', a, flags, v)
+end
+local function sweep(e, now)
+  local dead = redis.call('ZRANGEBYSCORE', Z, '-inf', now, 'LIMIT', 0, 100)
+  for _, a in ipairs(dead) do remove(e, a) end
+end
+local function touch()
+  for _, k in ipairs({M, H, Z, U}) do redis.call('PEXPIRE', k, META_MS) end
+end
+"""
+
+_SCRIPTS = {
+    # ARGV 7 kind, 8 excluded address, 9 body -> {epoch, offset}
+    "publish": """
+local e = epoch()
+return {e, append(e, ARGV[7], ARGV[8], '', ARGV[9])}
+""",
+    # ARGV 7 address, 8 user, 9 unique, 10 ttl (ms), 11 JSON, 12 snapshot -> {epoch, offset[, presence]}
+    "join": """
+local e = epoch()
+local now = now_ms()
+sweep(e, now)
+local a, user = ARGV[7], ARGV[8]
+if redis.call('HEXISTS', H, a) == 1 then remove(e, a) end
+local flags = 'f'
+if user ~= '' then
+  if ARGV[9] == '1' and redis.call('HEXISTS', U, user) == 1 then return {e, -1} end
+  if redis.call('HINCRBY', U, user, 1) > 1 then flags = '' end
+end
+local n = top() + 1
+local v = n .. '|' .. ARGV[11]
+redis.call('HSET', H, a, v)
+redis.call('ZADD', Z, now + tonumber(ARGV[10]), a)
+append(e, 'j', a, flags, v)
+touch()
+if ARGV[12] == '1' then return {e, n, redis.call('HGETALL', H)} end
+return {e, n}
+""",
+    # ARGV 7 address -> offset of the leave (0: not a member)
+    "leave": """
+return remove(epoch(), ARGV[7])
+""",
+    # ARGV 7 ttl (ms), 8... addresses -> {epoch, top, missing addresses}
+    "heartbeat": """
+local e = epoch()
+local now = now_ms()
+sweep(e, now)
+local ttl = tonumber(ARGV[7])
+local missing = {}
+for i = 8, #ARGV do
+  local a = ARGV[i]
+  if redis.call('ZSCORE', Z, a) then
+    redis.call('ZADD', Z, now + ttl, a)
+  else
+    missing[#missing + 1] = a
+  end
+end
+touch()
+if HIST_LEN > 0 and redis.call('EXISTS', S) == 1 then
+  redis.call('XTRIM', S, 'MINID', '~', now - HIST_MS)
+  redis.call('PEXPIRE', S, META_MS)
+end
+return {e, top(), missing}
+""",
+    # -> {epoch, top, presence}
+    "state": """
+local e = epoch()
+sweep(e, now_ms())
+return {e, top(), redis.call('HGETALL', H)}
+""",
+    # ARGV 7 after, 8 page -> {epoch, top, newest entries first (at most page)}
+    "fetch": """
+local e = epoch()
+local t = top()
+local after = tonumber(ARGV[7])
+if after >= t then return {e, t, {}} end
+return {e, t, redis.call('XREVRANGE', S, '+', '-', 'COUNT', math.min(t - after, tonumber(ARGV[8])))}
+""",
+    # ARGV 7 the epoch that went back in time -> {epoch, top, presence}
+    "new_epoch": """
+if redis.call('HGET', M, 'e') == ARGV[7] then redis.call('DEL', M, S) end
+local e = epoch()
+return {e, top(), redis.call('HGETALL', H)}
+""",
+}
+
+SCRIPTS = {name: _COMMON + body for name, body in _SCRIPTS.items()}
+
+
+def _tag(room: str) -> bytes:
+    """The room's hash tag: no braces in it, never empty, one per room."""
+    text = room.replace("%", "%25").replace("{", "%7B").replace("}", "%7D") or "%"
+    return text.encode("utf-8")
+
+
+def _clients(flat: list[bytes]) -> list[ClientInfo]:
+    """Presence from HGETALL's address, value pairs, in join order."""
+    clients = []
+    for i in range(0, len(flat) - 1, 2):
+        clients.append(_client(flat[i], flat[i + 1]))
+    clients.sort(key=lambda c: c.joined)
+    return clients
+
+
+def _client(address: bytes, value: bytes) -> ClientInfo:
+    joined, _, text = value.partition(b"|")
+    info = json.loads(text)
+    return ClientInfo(address.decode(), info.get("u"), info.get("d"), int(joined))
+
+
+def _entry(
+    room: str, position: StreamPosition, kind: bytes, origin: bytes, flags: bytes, body: bytes
+) -> Entry:
+    if kind == b"t":
+        return Publication(room, position, body.decode("utf-8"), origin.decode() or None)
+    if kind == b"b":
+        return Publication(room, position, body, origin.decode() or None)
+    client = _client(origin, body)
+    return PresenceEvent(
+        room, position, "join" if kind == b"j" else "leave", client, b"f" in flags, b"l" in flags
+    )
+
+
+def _stream_entry(room: str, epoch: str, raw: Any) -> tuple[bytes, Entry]:
+    """(stream id, entry) from an XRANGE reply (a script's: a flat field list; redis-py's: a dict)."""
+    ident, fields = raw[0], raw[1]
+    if not isinstance(fields, dict):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    position = StreamPosition(epoch, int(fields[b"n"]))
+    return ident, _entry(room, position, fields[b"k"], fields[b"o"], fields[b"f"], fields[b"d"])
+
+
+#: Tasks that outlive their hub (closing sockets after an abort).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+class _Write:
+    """A script call waiting in the outbox."""
+
+    __slots__ = ("args", "future", "keys", "script")
+
+    def __init__(
+        self, script: str, keys: list[bytes], args: list[Any], future: asyncio.Future[Any] | None
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.future = future
+
+
+class _Shard:
+    """One pub/sub connection: the server's, or one cluster node's."""
+
+    def __init__(self, name: str, pubsub: Any, client: Any) -> None:
+        self.name = name
+        self.pubsub = pubsub
+        self.client = client  # a client of its own (cluster nodes), closed with it
+        self.task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+        self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
 
-    return (redis.RedisError, OSError, asyncio.TimeoutError)
+    return (redis.RedisError, OSError, asyncio.TimeoutError, RuntimeError)
+
+
+class _RedisStore(_Store):
+    """The rooms of a :class:`RedisHub`, in Redis."""
+
+    def __init__(self, hub: RedisHub) -> None:
+        self.hub = hub
+        self.live = False
+        self.cluster = False
+        self.client: Any = None
+        self.shards: dict[str, _Shard] = {}
+        self.chan_room: dict[bytes, str] = {}
+        self.shas: dict[str, str] = {}
+        self.errors: tuple[type[BaseException], ...] = ()
+        self.no_script: type[BaseException] = Exception
+        self.outbox: deque[_Write] = deque()
+        self.wakeup: asyncio.Event | None = None
+        self.drained: asyncio.Event | None = None
+        self.sending = False
+        self.closing = False
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.prefix = hub.prefix.encode("utf-8")
+        self.control = self._control(hub.id)
+        self.pub = "PUBLISH"
+        self.keys_cache: dict[str, list[bytes]] = {}
+        self.node_kwargs: dict[str, Any] = {}
+        self.unsent = 0
+        self.reconnections = 0
+
+    # -- names
+
+    def _control(self, hub_id: str) -> bytes:
+        return self.prefix + b"hub:{" + hub_id.encode() + b"}"
+
+    def _keys(self, room: str) -> list[bytes]:
+        keys = self.keys_cache.get(room)
+        if keys is None:
+            if len(self.keys_cache) > 10_000:
+                self.keys_cache.clear()
+            base = self.prefix + b"{" + _tag(room) + b"}"
+            keys = self.keys_cache[room] = [
+                base + b":m",
+                base + b":s",
+                base + b":p",
+                base + b":z",
+                base + b":u",
+                base,
+            ]
+        return keys
+
+    def _common(self, room: str) -> list[Any]:
+        hub = self.hub
+        return [
+            new_epoch(),
+            self._keys(room)[5],
+            self.pub,
+            hub.history_size,
+            int(hub.history_ttl * 1000),
+            int(hub.meta_ttl * 1000),
+        ]
+
+    # -- connecting
+
+    async def start(self) -> None:
+        try:
+            import redis
+            import redis.asyncio
+        except ImportError as exc:
+            raise HubUnavailable("RedisHub needs the redis package: pip install 'wsline[redis]'") from exc
+        self.errors = _redis_errors()
+        self.no_script = redis.exceptions.NoScriptError
+        self.closing = False
+        self.wakeup = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.drained.set()
+        try:
+            await self._connect()
+        except self.errors as exc:
+            await self._drop_shards()
+            await self._close_client()
+            raise HubUnavailable(f"cannot reach Redis at {self.hub.url}: {exc}") from exc
+        self.live = True
+        self.tasks = [
+            asyncio.ensure_future(self._send_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+        ]
+        kind = "Redis Cluster" if self.cluster else "Redis"
+        logger.info("hub %s connected to %s at %s", self.hub.id, kind, self.hub.url)
+
+    async def _make_client(self) -> Any:
+        import redis.asyncio as aioredis
+        from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.connection import parse_url
+        from redis.backoff import NoBackoff
+        from redis.asyncio.retry import Retry
+
+        hub = self.hub
+        options: dict[str, Any] = {"socket_connect_timeout": hub.connect_timeout, "health_check_interval": 0}
+        cluster = hub.cluster
+        if cluster is not True:
+            # No silent retries inside redis-py: the hub reconnects itself, so it
+            # knows about every gap.
+            client = aioredis.Redis.from_url(hub.url, retry=Retry(NoBackoff(), 0), **options)
+            if cluster is None:
+                try:
+                    cluster = bool((await client.info("cluster")).get("cluster_enabled"))
+                except BaseException:
+                    await client.aclose()
+                    raise
+            if not cluster:
+                return client
+            await client.aclose()
+        self.cluster = True
+        self.pub = "SPUBLISH"
+        node_kwargs = dict(parse_url(hub.url))
+        for name in ("host", "port", "db", "path"):
+            node_kwargs.pop(name, None)
+        self.node_kwargs = {**node_kwargs, **options, "retry": Retry(NoBackoff(), 0)}
+        rc = RedisCluster.from_url(hub.url, socket_connect_timeout=hub.connect_timeout)
+        try:
+            await rc.initialize()
+        except BaseException:
+            await rc.aclose()
+            raise
+        return rc
+
+    async def _connect(self) -> None:
+        if self.client is None:
+            self.client = await self._make_client()
+        elif self.cluster:
+            await self.client.nodes_manager.initialize()
+        await self.client.ping()
+        await self._load_scripts()
+        await self._subscribe_channels([self.control, *self.chan_room])
+
+    async def _load_scripts(self) -> None:
+        for name, source in SCRIPTS.items():
+            self.shas[name] = await self.client.script_load(source)
+
+    async def _close_client(self) -> None:
+        if self.client is not None:
+            try:
+                await self.client.aclose()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            self.client = None
+
+    async def close(self) -> None:
+        if self.client is None:
+            return
+        for room in list(self.hub._rooms.values()):
+            for member in room.members.values():
+                self.leave_soon(room.name, member.address)  # the others see them go now
+        if self.live:
+            deadline = time.monotonic() + 5
+            while (self.outbox or self.sending) and self.live and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        self.closing = True
+        self.live = False
+        for task in [*self.tasks, *([self.reconnecting] if self.reconnecting else [])]:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - cancelled
+                pass
+        self.tasks = []
+        for write in self.outbox:
+            if write.future is not None and not write.future.done():
+                write.future.set_result(None)
+        self.outbox.clear()
+        await self._drop_shards()
+        await self._close_client()
+
+    def abort(self) -> None:
+        self.closing = True
+        self.live = False
+        for task in [*self.tasks, *([self.reconnecting] if self.reconnecting else [])]:
+            task.cancel()
+        for shard in self.shards.values():
+            if shard.task is not None:
+                shard.task.cancel()
+        self.outbox.clear()
+        client, shards = self.client, list(self.shards.values())
+        self.client, self.shards = None, {}
+
+        async def drop() -> None:
+            for shard in shards:
+                await self._close_shard(shard)
+            if client is not None:
+                try:
+                    await client.aclose()
+                except Exception:  # noqa: BLE001 - gone anyway
+                    pass
+
+        task = asyncio.ensure_future(drop())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    # -- pub/sub
+
+    def _shard_for(self, channel: bytes) -> _Shard:
+        if not self.cluster:
+            name, node = "", None
+        else:
+            node = self.client.get_node_from_key(channel)
+            name = node.name
+        shard = self.shards.get(name)
+        if shard is None:
+            if node is None:
+                shard = _Shard(name, self.client.pubsub(), None)
+            else:
+                import redis.asyncio as aioredis
+
+                client = aioredis.Redis(host=node.host, port=node.port, **self.node_kwargs)
+                shard = _Shard(name, client.pubsub(), client)
+            self.shards[name] = shard
+        return shard
+
+    async def _subscribe_channels(self, channels: list[bytes]) -> None:
+        """Subscribe, and wait until Redis confirms every channel."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        by_shard: dict[str, list[bytes]] = {}
+        for channel in channels:
+            shard = self._shard_for(channel)
+            by_shard.setdefault(shard.name, []).append(channel)
+            future: asyncio.Future[None] = loop.create_future()
+            shard.waiters.setdefault(channel, []).append(future)
+            waits.append(future)
+        try:
+            for name, names in by_shard.items():
+                shard = self.shards[name]
+                async with shard.lock:
+                    if self.cluster:
+                        for channel in names:  # one slot per SSUBSCRIBE
+                            await shard.pubsub.ssubscribe(channel)
+                    else:
+                        await shard.pubsub.subscribe(*names)
+                if shard.task is None:
+                    shard.task = asyncio.ensure_future(self._listen(shard))
+            if waits:
+                await asyncio.wait_for(asyncio.gather(*waits), self.hub.connect_timeout)
+        finally:
+            for future in waits:
+                if not future.done():
+                    future.cancel()
+
+    async def subscribe(self, room: str) -> None:
+        channel = self._keys(room)[5]
+        self.chan_room[channel] = room
+        if not self.live:
+            raise HubUnavailable(f"Redis at {self.hub.url} is unreachable")
+        try:
+            await self._subscribe_channels([channel])
+        except self.errors as exc:
+            raise HubUnavailable(f"cannot subscribe on Redis at {self.hub.url}: {exc!r}") from exc
+
+    def unsubscribe(self, room: str) -> None:
+        channel = self._keys(room)[5]
+        if self.chan_room.pop(channel, None) is not None and self.live:
+            self.hub._spawn(self._unsubscribe(channel))
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        try:
+            shard = self._shard_for(channel)
+            async with shard.lock:
+                if channel in self.chan_room or not self.live:
+                    return  # wanted again meanwhile
+                if self.cluster:
+                    await shard.pubsub.sunsubscribe(channel)
+                else:
+                    await shard.pubsub.unsubscribe(channel)
+        except self.errors:  # the listener notices and reconnects
+            pass
+
+    async def _listen(self, shard: _Shard) -> None:
+        pubsub = shard.pubsub
+        while True:
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except self.errors as exc:
+                if not self.closing:
+                    self._lost(exc)
+                return
+            if message is None:
+                continue
+            kind = message["type"]
+            channel = message["channel"]
+            if kind == "message" or kind == "smessage":
+                try:
+                    self._on_message(channel, message["data"])
+                except Exception:  # pragma: no cover - a bug must not stop the listener
+                    logger.exception("hub: delivering a message from Redis failed")
+            elif kind == "subscribe" or kind == "ssubscribe":
+                for future in shard.waiters.pop(channel, []):
+                    if not future.done():
+                        future.set_result(None)
+            elif kind == "sunsubscribe" and channel in self.chan_room and not self.closing:
+                # Not ours: the cluster moved the slot elsewhere.
+                self._lost(HubUnavailable(f"Redis Cluster moved channel {channel!r}"))
+                return
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        room = self.chan_room.get(channel)
+        if room is None:
+            if channel == self.control:
+                self._on_control(data)
+            return
+        head, kind, origin, flags, body = data.split(b"\n", 4)
+        epoch, _, offset = head.partition(b":")
+        self.hub._receive(
+            room, _entry(room, StreamPosition(epoch.decode(), int(offset)), kind, origin, flags, body)
+        )
+
+    def _on_control(self, data: bytes) -> None:
+        kind = data[:1]
+        address, _, body = data[1:].partition(b"\n")
+        message: BroadcastMessage = body.decode("utf-8") if kind == b"t" else body
+        self.hub._send_local(address.decode(), message)
+
+    async def _close_shard(self, shard: _Shard) -> None:
+        try:
+            await shard.pubsub.aclose()
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
+        if shard.client is not None:
+            try:
+                await shard.client.aclose()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+    async def _drop_shards(self) -> None:
+        shards, self.shards = list(self.shards.values()), {}
+        current = asyncio.current_task()
+        for shard in shards:
+            if shard.task is not None and shard.task is not current:
+                shard.task.cancel()
+            for futures in shard.waiters.values():
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
+            await self._close_shard(shard)
+
+    # -- losing Redis, and finding it again
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.closing or self.reconnecting is not None:
+            return
+        self.live = False
+        self.reconnecting = asyncio.ensure_future(self._reconnect(exc))
+
+    async def _reconnect(self, exc: BaseException) -> None:
+        hub = self.hub
+        lost_at = time.monotonic()
+        unsent_before = self.unsent
+        logger.warning("hub: lost the connection to Redis at %s (%r); reconnecting", hub.url, exc)
+        try:
+            await self._drop_shards()
+            await self._disconnect_pools()
+            delay = 0.05
+            attempts = 0
+            while not self.closing:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, hub.max_backoff)
+                attempts += 1
+                try:
+                    await self._connect()
+                except self.errors as error:
+                    if attempts == 1 or attempts % 10 == 0:
+                        logger.warning("hub: Redis at %s still unreachable (%s)", hub.url, error)
+                    await self._drop_shards()
+                    await self._disconnect_pools()
+                    continue
+                break
+            else:
+                return
+            self.live = True
+            self.reconnections += 1
+            lost = self.unsent - unsent_before
+            logger.warning(
+                "hub: reconnected to Redis at %s after %.1f s; %d publication(s) could not be stored "
+                "meanwhile; %d wait(s) to be sent; rooms are checked for missed entries",
+                hub.url,
+                time.monotonic() - lost_at,
+                lost,
+                len(self.outbox),
+            )
+        finally:
+            self.reconnecting = None
+        if self.wakeup is not None:
+            self.wakeup.set()
+        for room in list(hub._rooms.values()):
+            room.check()
+        await self._beat()
+
+    async def _disconnect_pools(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        try:
+            if self.cluster:
+                for node in client.get_nodes():
+                    await node.disconnect()
+            else:
+                await client.connection_pool.disconnect()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+    # -- writes: one pipelined round trip per batch
+
+    def _queue(self, write: _Write) -> None:
+        self.outbox.append(write)
+        assert self.wakeup is not None and self.drained is not None
+        self.wakeup.set()
+        if len(self.outbox) >= OUTBOX_HIGH:
+            self.drained.clear()
+
+    async def _send_loop(self) -> None:
+        assert self.wakeup is not None and self.drained is not None
+        while True:
+            while not self.outbox or not self.live:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            batch = [self.outbox.popleft() for _ in range(min(len(self.outbox), BATCH))]
+            self.sending = True
+            try:
+                await self._send_batch(batch)
+            finally:
+                self.sending = False
+            if len(self.outbox) <= OUTBOX_HIGH // 2:
+                self.drained.set()
+
+    async def _send_batch(self, batch: list[_Write]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False) if not self.cluster else self.client.pipeline()
+            for write in batch:
+                pipe.evalsha(self.shas[write.script], 5, *write.keys[:5], *write.args)
+            results = await pipe.execute(raise_on_error=False)
+        except self.errors as exc:
+            self._batch_failed(batch, exc)
+            self._lost(exc)
+            return
+        retry: list[_Write] = []
+        lost: BaseException | None = None
+        for write, result in zip(batch, results, strict=True):
+            if isinstance(result, self.no_script):
+                retry.append(write)
+            elif isinstance(result, BaseException):
+                if (
+                    isinstance(result, (OSError, asyncio.TimeoutError))
+                    or "connect" in type(result).__name__.lower()
+                ):
+                    lost = result
+                self._batch_failed([write], result)
+            elif write.future is not None and not write.future.done():
+                write.future.set_result(result)
+        if retry:
+            try:
+                await self._load_scripts()
+            except self.errors as exc:
+                self._batch_failed(retry, exc)
+                self._lost(exc)
+                return
+            self.outbox.extendleft(reversed(retry))
+        if lost is not None:
+            self._lost(lost)
+
+    def _batch_failed(self, batch: list[_Write], exc: BaseException) -> None:
+        for write in batch:
+            if write.script == "leave":
+                if write.future is None:
+                    self.outbox.appendleft(write)  # idempotent: again once connected
+                elif not write.future.done():
+                    write.future.set_result(None)
+            elif write.script == "publish":
+                self.unsent += 1
+                if write.future is not None and not write.future.done():
+                    write.future.set_result(None)
+            elif write.future is not None and not write.future.done():
+                write.future.set_exception(HubUnavailable(f"Redis at {self.hub.url}: {exc!r}"))
+        if batch:
+            logger.debug("hub: %d write(s) to Redis failed: %r", len(batch), exc)
+
+    # -- reads: one script call
+
+    async def _call(self, script: str, room: str, args: list[Any]) -> Any:
+        if not self.live:
+            raise HubUnavailable(f"Redis at {self.hub.url} is unreachable")
+        keys = self._keys(room)[:5]
+        full = [*self._common(room), *args]
+        try:
+            try:
+                return await self.client.evalsha(self.shas[script], 5, *keys, *full)
+            except self.no_script:
+                await self._load_scripts()
+                return await self.client.evalsha(self.shas[script], 5, *keys, *full)
+        except self.errors as exc:
+            raise HubUnavailable(f"Redis at {self.hub.url}: {exc!r}") from exc
+
+    async def state(self, room: str) -> _State:
+        reply = await self._call("state", room, [])
+        return _State(reply[0].decode(), int(reply[1]), _clients(reply[2]))
+
+    async def new_epoch(self, room: str, old: str) -> _State:
+        reply = await self._call("new_epoch", room, [old])
+        return _State(reply[0].decode(), int(reply[1]), _clients(reply[2]))
+
+    async def fetch(self, room: str, after: int) -> _Fetched:
+        reply = await self._call("fetch", room, [after, FETCH_PAGE])
+        epoch, top = reply[0].decode(), int(reply[1])
+        if after > top:
+            return _Fetched(epoch, top, None)
+        if after == top:
+            return _Fetched(epoch, top, [])
+        page = [_stream_entry(room, epoch, raw) for raw in reply[2]]
+        newest_first = [entry for _, entry in page]
+        stream = self._keys(room)[1]
+        while page and len(page) == FETCH_PAGE and newest_first[-1].position.offset > after + 1:
+            try:
+                raws = await self.client.xrevrange(stream, max=b"(" + page[-1][0], min="-", count=FETCH_PAGE)
+            except self.errors as exc:
+                raise HubUnavailable(f"Redis at {self.hub.url}: {exc!r}") from exc
+            page = [_stream_entry(room, epoch, raw) for raw in raws]
+            newest_first.extend(entry for _, entry in page)
+        entries = [entry for entry in reversed(newest_first) if entry.position.offset > after]
+        if not entries or entries[0].position.offset != after + 1:
+            return _Fetched(epoch, top, None)
+        for previous, entry in itertools.pairwise(entries):
+            if entry.position.offset != previous.position.offset + 1:
+                return _Fetched(epoch, top, None)
+        return _Fetched(epoch, top, entries)
+
+    async def join(
+        self, room: str, info: ClientInfo, unique: bool, snapshot: bool
+    ) -> tuple[StreamPosition, list[ClientInfo] | None]:
+        if not self.live:
+            raise HubUnavailable(f"Redis at {self.hub.url} is unreachable")
+        described: dict[str, Any] = {}
+        if info.user is not None:
+            described["u"] = info.user
+        if info.data is not None:
+            described["d"] = info.data
+        text = json.dumps(described, ensure_ascii=False, separators=(",", ":"))
+        args = [
+            *self._common(room),
+            info.address,
+            info.user or "",
+            "1" if unique and info.user is not None else "0",
+            int(self.hub.presence_ttl * 1000),
+            text,
+            "1" if snapshot else "0",
+        ]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(_Write("join", self._keys(room), args, future))
+        reply = await future
+        epoch, offset = reply[0].decode(), int(reply[1])
+        if offset < 0:
+            assert info.user is not None
+            raise UserTaken(room, info.user)
+        return StreamPosition(epoch, offset), (_clients(reply[2]) if snapshot else None)
+
+    async def leave(self, room: str, address: str) -> None:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(_Write("leave", self._keys(room), [*self._common(room), address], future))
+        await future
+
+    def leave_soon(self, room: str, address: str) -> None:
+        if self.client is not None and not self.closing:
+            self._queue(_Write("leave", self._keys(room), [*self._common(room), address], None))
+
+    async def publish(self, room: str, data: str | bytes, excluded: str | None, wait: bool) -> PublishResult:
+        if self.closing or self.client is None:
+            raise HubUnavailable("the hub is closed" if self.closing else "the hub is not started")
+        if len(self.outbox) >= self.hub.max_outbox:
+            self.unsent += 1
+            return PublishResult()
+        if isinstance(data, str):
+            kind, body = b"t", data.encode("utf-8")
+        else:
+            kind, body = b"b", data
+        future: asyncio.Future[Any] | None = None
+        if wait and self.live:
+            future = asyncio.get_running_loop().create_future()
+        args = [*self._common(room), kind, excluded or "", body]
+        self._queue(_Write("publish", self._keys(room), args, future))
+        if future is None:
+            if self.live and len(self.outbox) >= OUTBOX_HIGH:
+                assert self.drained is not None
+                await self.drained.wait()
+            return PublishResult()
+        reply = await future
+        if reply is None:
+            return PublishResult()
+        return PublishResult(position=StreamPosition(reply[0].decode(), int(reply[1])))
+
+    async def send(self, hub_id: str, address: str, message: BroadcastMessage) -> bool:
+        if not self.live:
+            raise HubUnavailable(f"Redis at {self.hub.url} is unreachable")
+        if isinstance(message, str):
+            payload = b"t" + address.encode() + b"\n" + message.encode("utf-8")
+        else:
+            payload = b"b" + address.encode() + b"\n" + bytes(message)
+        channel = self._control(hub_id)
+        try:
+            if self.cluster:
+                receivers = await self.client.spublish(channel, payload)
+            else:
+                receivers = await self.client.publish(channel, payload)
+        except self.errors as exc:
+            raise HubUnavailable(f"Redis at {self.hub.url}: {exc!r}") from exc
+        return bool(receivers)
+
+    # -- heartbeats
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.hub.heartbeat)
+            if self.live:
+                try:
+                    await self._beat()
+                except Exception:  # pragma: no cover - logged, and the next beat tries again
+                    logger.exception("hub: heartbeat failed")
+
+    async def _beat(self) -> None:
+        """Refresh this process's members in every room; sweep the expired; check positions."""
+        rooms = [room for room in self.hub._rooms.values() if room.ready]
+        ttl = int(self.hub.presence_ttl * 1000)
+        for start in range(0, len(rooms), 256):
+            chunk = rooms[start : start + 256]
+            try:
+                pipe = self.client.pipeline(transaction=False) if not self.cluster else self.client.pipeline()
+                for room in chunk:
+                    addresses = [member.address for member in room.members.values()]
+                    pipe.evalsha(
+                        self.shas["heartbeat"],
+                        5,
+                        *self._keys(room.name)[:5],
+                        *self._common(room.name),
+                        ttl,
+                        *addresses,
+                    )
+                results = await pipe.execute(raise_on_error=False)
+            except self.errors as exc:
+                logger.debug("hub: heartbeat failed: %r", exc)
+                return
+            for room, result in zip(chunk, results, strict=True):
+                if isinstance(result, self.no_script):
+                    await self._load_scripts()
+                    continue
+                if isinstance(result, BaseException):
+                    continue
+                epoch, top, missing = result[0].decode(), int(result[1]), result[2]
+                if self.hub._rooms.get(room.name) is not room:
+                    continue
+                room.check(epoch, top)
+                for address in missing:
+                    self._rejoin(room, address.decode())
+
+    def _rejoin(self, room: _Room, address: str) -> None:
+        """A member of ours expired (this process stalled, or Redis lost it): add it back."""
+        for ws, member in room.members.items():
+            if member.address == address and member.info is not None:
+                info = ClientInfo(address, member.info.user, member.info.data)
+                self.hub._spawn(self._add_back(room.name, ws, info, member.unique))
+                return
+
+    async def _add_back(self, room: str, ws: WebSocket, info: ClientInfo, unique: bool) -> None:
+        try:
+            await self.join(room, info, unique, False)
+        except UserTaken:
+            logger.warning(
+                "hub: %s lost its place in %r to another connection; closing it", address_of(info), room
+            )
+            ws.close_nowait(1013, "presence lost; join again")
+        except HubUnavailable:
+            pass  # the next heartbeat after reconnecting tries again
+        else:
+            logger.info("hub: %s was missing from %r's presence; added back", address_of(info), room)
+
+
+def address_of(info: ClientInfo) -> str:
+    return info.address
 
 
 class RedisHub(Hub):
-    """The :class:`~wsline.hub.Hub` interface over Redis pub/sub at ``url``.
+    """The :class:`~wsline.hub.Hub` interface over Redis at ``url`` (a server, or a cluster node).
 
     ``await hub.start()`` (or ``async with RedisHub(url) as hub``) raises
     :class:`~wsline.hub.HubUnavailable` if Redis cannot be reached (or the
-    ``redis`` package is missing). ``url`` is a ``redis://``, ``rediss://``
-    or ``unix://`` URL, as the ``redis`` package takes them. ``prefix``
-    namespaces the channels (hubs with the same Redis and prefix share their
-    rooms); ``policy`` and ``limit`` are passed to :func:`wsline.broadcast`
-    for the local delivery, as for :class:`~wsline.hub.Hub`;
-    ``connect_timeout`` bounds connecting to Redis, in seconds;
-    ``max_backoff`` caps the wait between reconnection attempts.
+    ``redis`` package is missing). ``cluster``: ``None`` asks the server
+    (``INFO cluster``), ``True``/``False`` says. ``prefix`` namespaces the
+    keys and channels. ``heartbeat`` (seconds) is how often this process
+    refreshes its members; ``presence_ttl`` (default ``3 * heartbeat``) how
+    long they live without a refresh. ``history_size``, ``history_ttl``:
+    see :mod:`wsline.hub`; ``meta_ttl``: how long an idle room's keys live.
+    ``max_backoff`` caps the wait between reconnection attempts;
+    ``max_outbox`` the publications waiting for Redis.
     """
 
     def __init__(
@@ -65,255 +1021,69 @@ class RedisHub(Hub):
         limit: int | None = None,
         connect_timeout: float = 2.0,
         max_backoff: float = 5.0,
+        cluster: bool | None = None,
+        heartbeat: float = 5.0,
+        presence_ttl: float | None = None,
+        history_size: int = 1000,
+        history_ttl: float = 300.0,
+        meta_ttl: float = 86400.0,
+        max_outbox: int = 100_000,
     ) -> None:
-        super().__init__(policy=policy, limit=limit)
+        super().__init__(policy=policy, limit=limit, history_size=history_size, history_ttl=history_ttl)
+        if heartbeat <= 0 or (presence_ttl is not None and presence_ttl <= heartbeat):
+            raise ValueError("heartbeat must be > 0 and presence_ttl longer than the heartbeat")
         self.url = url
         self.prefix = prefix
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
-        self._id = os.urandom(_ID_SIZE)
-        self._prefix_b = prefix.encode("utf-8")
-        # Always subscribed, even without rooms: the listener notices a lost connection.
-        self._control = self._prefix_b + b"\x00hub:" + self._id.hex().encode()
-        self._redis: Any = None
-        self._pubsub: Any = None
-        self._errors: tuple[type[BaseException], ...] = ()
-        self._listener: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._connected = False
-        self._closing = False
-        #: Messages published here that did not reach Redis since the last reconnection.
-        self.unsent = 0
-        # Publishes wait here and go to Redis in pipelined batches, so that a
-        # relay never waits for one Redis round trip per message.
-        self._outbox: list[tuple[bytes, bytes]] = []
-        self._outbox_waiter: asyncio.Future[None] | None = None
-        self._sender: asyncio.Task[None] | None = None
-        #: How many times the hub reconnected to Redis.
-        self.reconnections = 0
+        self.cluster = cluster
+        self.heartbeat = heartbeat
+        self.presence_ttl = presence_ttl if presence_ttl is not None else 3 * heartbeat
+        self.meta_ttl = max(meta_ttl, history_ttl, self.presence_ttl)
+        self.max_outbox = max_outbox
+        self.cache_size = type(self).cache_size
+        self._redis_store = _RedisStore(self)
+        self._store = self._redis_store
 
     @property
     def connected(self) -> bool:
         """Whether the hub is connected to Redis right now."""
-        return self._connected
+        return self._redis_store.live
 
-    def _channel(self, room: str) -> bytes:
-        return self._prefix_b + room.encode("utf-8")
+    @property
+    def on_cluster(self) -> bool:
+        """Whether the hub talks to a Redis Cluster (known once started)."""
+        return self._redis_store.cluster
 
-    # ------------------------------------------------------------ lifecycle
+    @property
+    def unsent(self) -> int:
+        """Publications that could not be stored (Redis unreachable, :attr:`max_outbox` full)."""
+        return self._redis_store.unsent
 
-    async def start(self) -> None:
-        try:
-            import redis.asyncio as aioredis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError as exc:
-            raise HubUnavailable("RedisHub needs the redis package: pip install 'wsline[redis]'") from exc
-        self._errors = _redis_errors()
-        # No silent retries inside redis-py: the hub reconnects itself, so it
-        # knows about every gap and can say what was lost.
-        self._redis = aioredis.Redis.from_url(
-            self.url,
-            socket_connect_timeout=self.connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        try:
-            self._pubsub = await self._subscribe_all()
-        except self._errors as exc:
-            await self._close_client()
-            raise HubUnavailable(f"cannot reach Redis at {self.url}: {exc}") from exc
-        self._connected = True
-        self._closing = False
-        self._listener = asyncio.create_task(self._listen())
-        self._sender = asyncio.create_task(self._send_loop())
-        logger.info("hub connected to Redis at %s", self.url)
+    @property
+    def reconnections(self) -> int:
+        """How many times the hub reconnected to Redis."""
+        return self._redis_store.reconnections
 
-    async def close(self) -> None:
-        if self._sender is not None and self._outbox and self._connected:
-            await self._flush_outbox()  # what was published before close() goes out
-        self._closing = True
-        self._connected = False
-        if self._sender is not None:
-            self._sender.cancel()
-            try:
-                await self._sender
-            except asyncio.CancelledError:
-                pass
-            self._sender = None
-        if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except asyncio.CancelledError:
-                pass
-            self._listener = None
-        for task in list(self._tasks):
-            task.cancel()
-        await self._close_pubsub(self._pubsub)
-        self._pubsub = None
-        await self._close_client()
-
-    async def _close_client(self) -> None:
-        if self._redis is not None:
-            try:
-                await self._redis.aclose()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
-            self._redis = None
-
-    async def _close_pubsub(self, pubsub: Any) -> None:
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
-
-    async def _subscribe_all(self) -> Any:
-        """A new pub/sub connection subscribed to every room with local members."""
-        await self._redis.ping()
-        pubsub = self._redis.pubsub()
-        try:
-            await pubsub.subscribe(self._control, *(self._channel(room) for room in self._rooms))
-        except BaseException:
-            await self._close_pubsub(pubsub)
-            raise
-        return pubsub
-
-    # ------------------------------------------------------------ receiving
-
-    async def _listen(self) -> None:
-        while not self._closing:
-            try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except self._errors as exc:
-                await self._reconnect(exc)
-                continue
-            if message is not None and message.get("type") == "message":
-                try:
-                    self._on_message(message["channel"], message["data"])
-                except Exception:  # pragma: no cover - a bug must not stop the listener
-                    logger.exception("hub: delivering a message from Redis failed")
-
-    def _on_message(self, channel: bytes, data: bytes) -> None:
-        if len(data) <= _ID_SIZE or data[:_ID_SIZE] == self._id:
-            return  # our own message: the local members have it already
-        if not channel.startswith(self._prefix_b):
-            return
-        room = channel[len(self._prefix_b) :].decode("utf-8", "replace")
-        kind = data[_ID_SIZE : _ID_SIZE + 1]
-        payload = data[_ID_SIZE + 1 :]
-        message: BroadcastMessage = payload.decode("utf-8") if kind == _TEXT else payload
-        self._deliver(room, message, None)
-
-    async def _reconnect(self, exc: BaseException) -> None:
-        self._connected = False
-        lost_at = time.monotonic()
-        logger.warning("hub: lost the connection to Redis at %s (%r); reconnecting", self.url, exc)
-        await self._close_pubsub(self._pubsub)
-        self._pubsub = None
-        try:  # the publishing connections are as dead: start afresh
-            await self._redis.connection_pool.disconnect()
-        except Exception:  # noqa: BLE001 - best effort
-            pass
-        delay = 0.05
-        attempts = 0
-        while not self._closing:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
-            attempts += 1
-            try:
-                self._pubsub = await self._subscribe_all()
-            except self._errors as error:
-                if attempts == 1 or attempts % 10 == 0:
-                    logger.warning("hub: Redis at %s still unreachable (%s)", self.url, error)
-                continue
-            break
-        else:
-            return
-        self._connected = True
-        self.reconnections += 1
-        unsent, self.unsent = self.unsent, 0
-        logger.warning(
-            "hub: reconnected to Redis at %s after %.1f s; %d message(s) published here while "
-            "disconnected were not delivered to other processes, and messages published by other "
-            "processes meanwhile were lost",
-            self.url,
-            time.monotonic() - lost_at,
-            unsent,
-        )
-
-    # ------------------------------------------------------------ rooms
-
-    async def _room_added(self, room: str) -> None:
-        if self._connected and self._pubsub is not None:
-            try:
-                await self._pubsub.subscribe(self._channel(room))
-            except self._errors:  # the listener reconnects and subscribes to every room
-                pass
-
-    async def _room_removed(self, room: str) -> None:
-        if self._connected and self._pubsub is not None and room not in self._rooms:
-            try:
-                await self._pubsub.unsubscribe(self._channel(room))
-            except self._errors:
-                pass
-
-    def _room_emptied(self, room: str) -> None:
-        if self._closing:
-            return
-        task = asyncio.ensure_future(self._room_removed(room))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # ------------------------------------------------------------ publishing
+    @property
+    def leave_bound(self) -> float:
+        """Seconds within which the members of a dead process leave: ``presence_ttl + heartbeat``."""
+        return self.presence_ttl + self.heartbeat
 
     async def publish(
-        self, room: str, message: BroadcastMessage, *, exclude: WebSocket | None = None
-    ) -> BroadcastResult:
-        """Deliver to the local members of ``room`` now, and to the other processes' through Redis.
+        self,
+        room: str,
+        message: BroadcastMessage,
+        *,
+        exclude: WebSocket | None = None,
+        wait: bool = True,
+    ) -> PublishResult:
+        """Add ``message`` to ``room``'s stream in Redis; the members get it when it comes back.
 
-        Never raises because Redis is down: the message then reaches only the
-        local members, and the loss is counted (:attr:`unsent`) and reported
-        in the reconnection warning.
+        Returns once Redis has stored it, with its position (``wait=False``:
+        once it is queued; then the publisher waits only when many are
+        queued). Never raises because Redis is down: the message then waits
+        for the connection (:attr:`max_outbox` at most) and the position is
+        ``None``; :attr:`unsent` counts the ones that could not be stored.
         """
-        result = self._deliver(room, message, exclude)
-        if isinstance(message, str):
-            envelope = self._id + _TEXT + message.encode("utf-8")
-        else:
-            envelope = self._id + _BINARY + bytes(message)
-        if not self._connected or self._redis is None or len(self._outbox) >= _MAX_OUTBOX:
-            self.unsent += 1
-            return result
-        self._outbox.append((self._channel(room), envelope))
-        waiter = self._outbox_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        return result
-
-    async def _send_loop(self) -> None:
-        """Send queued publishes, each batch in one pipelined round trip."""
-        while True:
-            if not self._outbox:
-                self._outbox_waiter = asyncio.get_running_loop().create_future()
-                await self._outbox_waiter
-                self._outbox_waiter = None
-            await self._flush_outbox()
-
-    async def _flush_outbox(self) -> None:
-        batch, self._outbox = self._outbox, []
-        if not batch:
-            return
-        if not self._connected or self._redis is None:
-            self.unsent += len(batch)
-            return
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for channel, envelope in batch:
-                pipe.publish(channel, envelope)
-            await pipe.execute()
-        except self._errors as exc:
-            self.unsent += len(batch)
-            logger.debug("hub: publishing %d message(s) to Redis failed: %r", len(batch), exc)
+        return await super().publish(room, message, exclude=exclude, wait=wait)

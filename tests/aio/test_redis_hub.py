@@ -181,9 +181,10 @@ async def test_two_relay_processes_share_rooms(relay_process: Any) -> None:
             await ws.close()
 
 
-async def test_redis_restart_reconnects_and_warns(
+async def test_redis_restart_reconnects_and_delivers_what_waited(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Publications made while Redis is down wait, then go out in order; the epoch changes."""
     caplog.set_level(logging.WARNING, "wsline.hub")
     async with (
         RedisHub(redis_server.url, max_backoff=0.2) as hub1,
@@ -195,31 +196,48 @@ async def test_redis_restart_reconnects_and_warns(
         b = await wsline.connect(f"ws://{HOST}:{s2.port}/r", **OPTS)
         await wait_members(hub1, "/r", 1)
         await wait_members(hub2, "/r", 1)
+        before = await hub1.position("/r")
         await a.send("before")
         assert await recv(b) == "before"
 
         redis_server.stop()
         while hub1.connected or hub2.connected:
             await asyncio.sleep(0.01)
-        await a.send("lost 1")
-        await a.send("lost 2")
+        await a.send("waits 1")
+        await a.send("waits 2")
         with pytest.raises(TimeoutError):
-            await b.recv(timeout=0.2)
+            await b.recv(timeout=0.2)  # nothing goes anywhere without Redis
         redis_server.start()
         deadline = time.monotonic() + 5
         while not (hub1.connected and hub2.connected):
             assert time.monotonic() < deadline, "the hubs did not reconnect"
             await asyncio.sleep(0.01)
+        assert await recv(b) == "waits 1"
+        assert await recv(b) == "waits 2"
         await a.send("after")
         assert await recv(b) == "after"
         await b.send("and back")
         assert await recv(a) == "and back"
+        after = await hub1.position("/r")
+        assert after.epoch != before.epoch  # Redis lost the stream: a new epoch
         text = caplog.text
         assert "lost the connection to Redis" in text
-        assert "2 message(s) published here while disconnected were not delivered" in text
+        assert "reconnected to Redis" in text and "0 publication(s) could not be stored" in text
+        assert "reset from" in text and "(epoch changed)" in text
         assert hub1.reconnections == 1 and hub2.reconnections == 1
+        # Both processes list both members again (re-added after the restart).
+        for hub in (hub1, hub2):
+            await eventually(lambda hub=hub: len(hub.members("/r")) == 1)
+        assert len(await hub1.presence("/r")) == 2
         await a.close()
         await b.close()
+
+
+async def eventually(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not true after {timeout} s"
+        await asyncio.sleep(0.01)
 
 
 async def test_unreachable_redis_is_a_clear_error() -> None:
