@@ -146,6 +146,7 @@ SERVER_IMPLS = [
     Impl("wsline uvloop", "wsline", "uvloop"),
     Impl("wsline pure", "wsline", "asyncio", note=PURE_NOTE, env=(("WSLINE_NO_EXTENSIONS", "1"),)),
     Impl("wsline callbacks", "wsline-callbacks", "asyncio", note=CALLBACKS_NOTE),
+    Impl("wsline callbacks uvloop", "wsline-callbacks", "uvloop", note=CALLBACKS_NOTE),
     Impl("websockets", "websockets", "asyncio"),
     Impl("websockets uvloop", "websockets", "uvloop"),
     Impl("aiohttp", "aiohttp", "asyncio"),
@@ -155,6 +156,17 @@ SERVER_IMPLS = [
     Impl("C reference", "c", "epoll", note="the load generator's own server (ceiling, not a peer)"),
 ]
 CLIENT_IMPLS = [i for i in SERVER_IMPLS if i.library not in ("c", "wsline-callbacks")]
+
+
+def baseline_impls(src: Path) -> list[Impl]:
+    """Another wsline checkout (``--baseline-src DIR/src``, its C extension built in place) as extra impls."""
+    env = (("PYTHONPATH", str(src)),)
+    note = f"wsline from {src} (another commit, for before/after comparisons)"
+    return [
+        Impl("wsline base", "wsline", "asyncio", note=note, env=env),
+        Impl("wsline base uvloop", "wsline", "uvloop", note=note, env=env),
+        Impl("wsline base callbacks", "wsline-callbacks", "asyncio", note=note, env=env),
+    ]
 
 
 @dataclass(frozen=True)
@@ -168,11 +180,14 @@ class Scenario:
     conns: int = 1
     text: bool = False
     title: str = ""
+    discard: bool = False  # bulk: the load generator has the kernel drop the echoed payloads
 
     def loadgen_args(self) -> list[str]:
         args = [self.mode, "--size", str(self.size), "--window", str(self.window), "--conns", str(self.conns)]
         if self.text:
             args.append("--text")
+        if self.discard:
+            args.append("--discard")
         return args
 
 
@@ -205,6 +220,29 @@ def server_scenarios(fanout_conns: int) -> list[Scenario]:
         Scenario(
             "bulk 1 MiB", "bulk", "MB/s", "mbps", size=1 << 20, window=2, title="echo of 1 MiB, 2 in flight"
         ),
+        # The independent benchmark's set-up (issue 16): more in flight, and a
+        # client that has the kernel drop each echo's payload (recv MSG_TRUNC)
+        # instead of copying it out, so that the server alone limits the rate.
+        Scenario(
+            "bulk 64 KiB x8 drop",
+            "bulk",
+            "MB/s",
+            "mbps",
+            size=65536,
+            window=8,
+            discard=True,
+            title="echo of 64 KiB, 8 in flight, the client drops the echoes in the kernel",
+        ),
+        Scenario(
+            "bulk 1 MiB x2 drop",
+            "bulk",
+            "MB/s",
+            "mbps",
+            size=1 << 20,
+            window=2,
+            discard=True,
+            title="echo of 1 MiB, 2 in flight, the client drops the echoes in the kernel",
+        ),
         Scenario(
             f"fanout {fanout_conns}",
             "fanout",
@@ -220,6 +258,13 @@ def server_scenarios(fanout_conns: int) -> list[Scenario]:
             conns=16,
             title="connect + 1 echo + close, 16 in parallel",
         ),
+        Scenario(
+            "handshake 8",
+            "handshake",
+            "conn/s",
+            conns=8,
+            title="connect + 1 echo + close, 8 in parallel",
+        ),
     ]
 
 
@@ -228,6 +273,31 @@ CLIENT_SCENARIOS = [
     Scenario("client pipe 100", "pipe", "msg/s", window=100, title="client: pipelined, 100 in flight, 32 B"),
     Scenario(
         "client pipe 1000", "pipe", "msg/s", window=1000, title="client: pipelined, 1000 in flight, 32 B"
+    ),
+    Scenario(
+        "client bulk 64 KiB",
+        "pipe",
+        "MB/s",
+        "mbps",
+        size=65536,
+        window=8,
+        title="client: echo of 64 KiB, 8 in flight",
+    ),
+    Scenario(
+        "client bulk 1 MiB",
+        "pipe",
+        "MB/s",
+        "mbps",
+        size=1 << 20,
+        window=2,
+        title="client: echo of 1 MiB, 2 in flight",
+    ),
+    Scenario(
+        "client handshake 8",
+        "handshake",
+        "conn/s",
+        window=8,
+        title="client: connect + 1 echo + close, 8 in parallel",
     ),
 ]
 
@@ -1087,7 +1157,18 @@ def main() -> None:
     parser.add_argument(
         "--results", type=Path, default=None, help="write results here (default: benchmarks/results)"
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run the wsline in this src/ directory (another commit's checkout with its C "
+        "extension built in place) as 'wsline base', 'wsline base uvloop', 'wsline base callbacks'",
+    )
     args = parser.parse_args()
+    if args.baseline_src is not None:
+        global CLIENT_IMPLS
+        SERVER_IMPLS[-1:-1] = baseline_impls(args.baseline_src.resolve())
+        CLIENT_IMPLS = [i for i in SERVER_IMPLS if i.library not in ("c", "wsline-callbacks")]
     if args.results is not None:
         global RESULTS
         RESULTS = args.results.resolve()

@@ -6,7 +6,9 @@
 LIBRARY is wsline, websockets, aiohttp or picows; LOOP asyncio or uvloop; MODE
 ``rtt`` (send one binary message, wait for its echo, repeat; latency
 percentiles) or ``pipe`` (keep W messages in flight: each echo sends one
-more). The server is the C reference server (``loadgen serve``), so the
+more; with ``--size 65536`` or more, the bulk scenarios) or ``handshake`` (W
+parallel loops of: connect, send one 32 B message, wait for its echo, closing
+handshake; a new connection each time). The server is the C reference server (``loadgen serve``), so the
 client is the bottleneck. Prints one JSON object like the load generator's,
 with this process's CPU share during the measured interval.
 
@@ -82,7 +84,7 @@ class Phase:
             "ok": error is None and msgs > 0,
             "mode": args.mode,
             "size": args.size,
-            "window": args.window if args.mode == "pipe" else 1,
+            "window": args.window if args.mode != "rtt" else 1,
             "secs": secs,
             "msgs": msgs,
             "rate": msgs / secs if secs > 0 else 0.0,
@@ -138,9 +140,35 @@ async def pump_coroutines(send: Any, recv: Any, ph: Phase, mode: str, window: in
             await send(payload)
 
 
+async def handshake_loops(ph: Phase, window: int, once: Any) -> None:
+    """``window`` parallel loops of ``once()`` (one connection's life) until the end of the measurement."""
+
+    async def loop() -> None:
+        while ph.running:
+            await once()
+            ph.count += 1
+
+    ph.arm()
+    await asyncio.gather(*(loop() for _ in range(window)))
+
+
 async def run_wsline(args: argparse.Namespace, ph: Phase) -> None:
     import wsline
 
+    url = f"ws://127.0.0.1:{args.port}/"
+    if args.mode == "handshake":
+        payload = payload_of(32)
+
+        async def once() -> None:
+            ws = await wsline.connect(
+                url, compression=None, ping_interval=None, ping_timeout=None, max_size=None
+            )
+            await ws.send(payload)
+            await ws.recv()
+            await ws.close()
+
+        await handshake_loops(ph, args.window, once)
+        return
     ws = await wsline.connect(
         f"ws://127.0.0.1:{args.port}/", compression=None, ping_interval=None, ping_timeout=None, max_size=None
     )
@@ -151,6 +179,18 @@ async def run_wsline(args: argparse.Namespace, ph: Phase) -> None:
 async def run_websockets(args: argparse.Namespace, ph: Phase) -> None:
     from websockets.asyncio.client import connect
 
+    if args.mode == "handshake":
+        payload = payload_of(32)
+        url = f"ws://127.0.0.1:{args.port}/"
+
+        async def once() -> None:
+            ws = await connect(url, compression=None, ping_interval=None, ping_timeout=None, max_size=None)
+            await ws.send(payload)
+            await ws.recv()
+            await ws.close()
+
+        await handshake_loops(ph, args.window, once)
+        return
     ws = await connect(
         f"ws://127.0.0.1:{args.port}/", compression=None, ping_interval=None, ping_timeout=None, max_size=None
     )
@@ -162,6 +202,18 @@ async def run_aiohttp(args: argparse.Namespace, ph: Phase) -> None:
     import aiohttp
 
     payload = payload_of(args.size)
+    if args.mode == "handshake":
+        async with aiohttp.ClientSession() as session:
+            url = f"ws://127.0.0.1:{args.port}/"
+
+            async def once() -> None:
+                ws = await session.ws_connect(url, autoping=True, heartbeat=None, compress=0, max_msg_size=0)
+                await ws.send_bytes(payload[:32])
+                await ws.receive()
+                await ws.close()
+
+            await handshake_loops(ph, args.window, once)
+        return
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(
             f"ws://127.0.0.1:{args.port}/", autoping=True, heartbeat=None, compress=0, max_msg_size=0
@@ -199,6 +251,27 @@ async def run_picows(args: argparse.Namespace, ph: Phase) -> None:
     BINARY = WSMsgType.BINARY
     rtt = args.mode == "rtt"
     clock = time.perf_counter_ns
+    if args.mode == "handshake":
+        url = f"ws://127.0.0.1:{args.port}/"
+        loop = asyncio.get_running_loop()
+
+        class Once(WSListener):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self.echo: asyncio.Future[None] = loop.create_future()
+
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                if frame.msg_type is BINARY and not self.echo.done():
+                    self.echo.set_result(None)
+
+        async def once() -> None:
+            transport, listener = await ws_connect(Once, url, enable_auto_ping=False)
+            transport.send(BINARY, payload[:32])
+            await listener.echo
+            transport.send_close()
+            await transport.wait_disconnected()
+
+        await handshake_loops(ph, args.window, once)
+        return
 
     class Client(WSListener):  # type: ignore[misc]
         t = 0
@@ -241,7 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("library", choices=sorted(RUNNERS))
     parser.add_argument("loop", choices=["asyncio", "uvloop"])
-    parser.add_argument("mode", choices=["rtt", "pipe"])
+    parser.add_argument("mode", choices=["rtt", "pipe", "handshake"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--size", type=int, default=32)

@@ -11,8 +11,12 @@
  *       rate and p50/p90/p99/p99.9 round-trip latency
  *   loadgen pipe      --port P [--window W] [--size B] [--text] ...
  *       one connection, W messages in flight: every echo sends one more
- *   loadgen bulk      --port P [--size 65536] [--window 2] ...
- *       the same as pipe, for large messages (MB/s)
+ *   loadgen bulk      --port P [--size 65536] [--window 2] [--discard] ...
+ *       the same as pipe, for large messages (MB/s); with --discard the
+ *       client reads each echo's header and sequence number, and has the
+ *       kernel drop the rest of the payload (recv with MSG_TRUNC) instead of
+ *       copying it out: the server, not the load generator, is then the
+ *       side that limits the rate
  *   loadgen fanout    --port P [--conns 1000] [--window 16] ...
  *       C subscribers on /sub (each sends one message and waits for its echo,
  *       so the server has registered it), then one publisher on /pub that
@@ -256,6 +260,10 @@ typedef struct conn {
     int pending;           /* server: on the list of connections to flush */
     buf_t in, out;
     size_t in_need; /* bytes still missing of a partial frame */
+    uint64_t skip;  /* --discard: payload bytes of the current echo still to drop */
+    size_t skip_len;
+    int skip_op;
+    uint8_t skip_head[SEQ_LEN];
     char key[32];
     uint64_t sent, recvd;
     uint64_t t_send;
@@ -275,7 +283,7 @@ static const char *g_mode = "";
 static int g_port;
 static double g_duration = 3.0, g_warmup = 0.5, g_timeout = 60.0;
 static size_t g_size = 32;
-static int g_window = 1, g_text, g_conns = 1, g_cpu = -1, g_watch_pid = 0;
+static int g_window = 1, g_text, g_conns = 1, g_cpu = -1, g_watch_pid = 0, g_discard;
 
 /* results */
 static int g_measuring;
@@ -857,6 +865,17 @@ static int parse_frames(conn_t *c) {
             return -1;
         }
         if (expect_masked) h += 4;
+        if (g_discard && !c->is_server && c->role == R_ECHO && (b0 & 0x0F) <= 2 && plen > 2 * SEQ_LEN &&
+            avail >= h + SEQ_LEN && avail - h < plen) {
+            /* --discard: keep the sequence number, let the kernel drop the rest */
+            size_t have = avail - h;
+            memcpy(c->skip_head, p + h, SEQ_LEN);
+            c->skip = plen - have;
+            c->skip_len = (size_t)plen;
+            c->skip_op = b0 & 0x8F;
+            b->off += avail;
+            break;
+        }
         if (avail < h || avail - h < plen) {
             c->in_need = h + (size_t)plen - avail;
             break;
@@ -875,6 +894,30 @@ static int parse_frames(conn_t *c) {
 static void on_hs_eof(conn_t *c);
 
 static void conn_readable(conn_t *c) {
+    if (c->skip) {
+        ssize_t n = recv(c->fd, NULL, c->skip < ((uint64_t)1 << 30) ? (size_t)c->skip : ((size_t)1 << 30),
+                         MSG_TRUNC | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+            fail("recv: %s", strerror(errno));
+            conn_kill(c, 1);
+            return;
+        }
+        if (n == 0) {
+            fail("the server closed the TCP connection");
+            conn_kill(c, 1);
+            return;
+        }
+        c->skip -= (uint64_t)n;
+        if (c->skip) return;
+        int op = c->skip_op;
+        if (client_frame(c, op & 0x80, op & 0x0F, c->skip_head, c->skip_len) < 0 || parse_frames(c) < 0) {
+            conn_kill(c, 1);
+            return;
+        }
+        conn_flush(c);
+        return;
+    }
     size_t want = READ_CHUNK;
     if (c->in_need > want) want = c->in_need < ((size_t)4 << 20) ? c->in_need : ((size_t)4 << 20);
     if (buf_reserve(&c->in, want) < 0) {
@@ -1224,7 +1267,7 @@ static int run_server(void) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen rtt|pipe|bulk|fanout|handshake|serve --port P [--duration S] [--warmup S]\n"
-            "       [--size BYTES] [--window W] [--conns N] [--text] [--cpu K] [--timeout S]\n"
+            "       [--size BYTES] [--window W] [--conns N] [--text] [--discard] [--cpu K] [--timeout S]\n"
             "       [--watch-pid PID]   (also report that process's CPU share: the server's)\n");
 }
 
@@ -1237,6 +1280,10 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--discard")) {
+            g_discard = 1;
+            continue;
+        }
         if (!strcmp(a, "--text")) {
             g_text = 1;
             continue;
