@@ -213,7 +213,10 @@ async def test_join_since_recovers_what_was_missed(conns: Conns) -> None:
         assert joined is not None and joined.recovered is True
         # The leave of its old connection (not shown by this envelope), the two missed, then its own join.
         got = [await cb.recv(timeout=2) for _ in range(2)]
-        assert got == [f"{last.epoch}:{last.offset + 2}\n".encode() + b"\x00binary", f"{last.epoch}:{last.offset + 3}\nm4"]
+        assert got == [
+            f"{last.epoch}:{last.offset + 2}\n".encode() + b"\x00binary",
+            f"{last.epoch}:{last.offset + 3}\nm4",
+        ]
         await hub.publish("room", "live")
         assert await cb.recv(timeout=2) == f"{last.epoch}:{last.offset + 5}\nlive"
 
@@ -289,10 +292,10 @@ async def test_send_to_an_address(conns: Conns) -> None:
 
 async def test_lossless_members_are_closed_not_skipped(conns: Conns) -> None:
     async with Hub(limit=1) as hub:
-        (c_raw, raw), (c_pos, pos) = await conns.pair(), await conns.pair()
+        (_, raw), (_, pos) = await conns.pair(), await conns.pair()
         await hub.join("room", raw, envelope=RAW)
         await hub.join("room", pos, envelope=POSITIONS)
-        for i in range(200):  # nobody reads: backlogs grow past the 1-byte limit
+        for _ in range(200):  # nobody reads: backlogs grow past the 1-byte limit
             await hub.publish("room", "x" * 10_000)
         await asyncio.wait_for(pos.wait_closed(), 5)
         assert pos.close_code == 1008

@@ -264,3 +264,184 @@ async def test_unreachable_redis_is_a_clear_error() -> None:
     _out, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 1
     assert b"error: cannot reach Redis at" in err
+
+
+# ------------------------------------------------------------------ presence, history, addresses across hubs
+
+from wsline.hub import PositionPrefix, PresenceEvent, Publication, Reset, StreamPosition, UserTaken  # noqa: E402
+
+FAST = {"heartbeat": 0.2, "presence_ttl": 0.6, "max_backoff": 0.1}
+
+
+class Node:
+    """One "process": a RedisHub and a server whose connections stay open until closed."""
+
+    def __init__(self, hub: RedisHub, server: wsline.Server) -> None:
+        self.hub = hub
+        self.server = server
+        self.accepted: list[wsline.WebSocket] = []
+        self.clients: list[wsline.WebSocket] = []
+
+    async def pair(self, path: str = "/") -> tuple[wsline.WebSocket, wsline.WebSocket]:
+        client = await wsline.connect(f"ws://{HOST}:{self.server.port}{path}", **OPTS)
+        self.clients.append(client)
+        while len(self.accepted) < len(self.clients):
+            await asyncio.sleep(0.005)
+        return client, self.accepted[-1]
+
+
+@pytest_asyncio.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[Any]:
+    started: list[tuple[Node, Any]] = []
+
+    async def start(**kwargs: Any) -> Node:
+        hub = RedisHub(redis_server.url, **{**FAST, **kwargs})
+        await hub.start()
+        holder: list[Node] = []
+
+        async def handler(ws: wsline.WebSocket) -> None:
+            holder[0].accepted.append(ws)
+            await ws.wait_closed()
+
+        serving = wsline.serve(handler, HOST, 0, **OPTS)
+        server = await serving.__aenter__()
+        node = Node(hub, server)
+        holder.append(node)
+        started.append((node, serving))
+        return node
+
+    yield start
+    for node, serving in started:
+        for ws in node.clients:
+            await ws.close()
+        await serving.__aexit__(None, None, None)
+        await node.hub.close()
+
+
+async def test_presence_is_the_whole_cluster(nodes: Any) -> None:
+    one, two = await nodes(), await nodes()
+    watch1 = await one.hub.subscribe("room")
+    watch2 = await two.hub.subscribe("room")
+    _, a = await one.pair()
+    _, b = await two.pair()
+    _, b2 = await two.pair()
+    await one.hub.join("room", a, user="ann", data={"name": "Ann"})
+    await two.hub.join("room", b, user="bob")
+    await two.hub.join("room", b2, user="bob")
+    expected = [one.hub.address(a), two.hub.address(b), two.hub.address(b2)]
+    for hub in (one.hub, two.hub):
+        assert [c.address for c in await hub.presence("room")] == expected
+    assert [c.user for c in await two.hub.presence("room")] == ["ann", "bob", "bob"]
+    await two.hub.leave("room", b)
+    await one.hub.publish("room", "after the leave")
+    events1 = [await watch1.get(timeout=3) for _ in range(5)]
+    events2 = [await watch2.get(timeout=3) for _ in range(5)]
+    assert [e.position for e in events1] == [e.position for e in events2]  # one order everywhere
+    assert [e.position.offset for e in events1] == [1, 2, 3, 4, 5]
+    kinds = [(e.kind, e.first, e.last) if isinstance(e, PresenceEvent) else "pub" for e in events1]
+    assert kinds == [
+        ("join", True, False),
+        ("join", True, False),
+        ("join", False, False),
+        ("leave", False, False),
+        "pub",
+    ]
+    assert events1[0].client.data == {"name": "Ann"}
+    watch1.close()
+    watch2.close()
+
+
+async def test_unique_user_across_processes(nodes: Any) -> None:
+    one, two = await nodes(), await nodes()
+    _, a = await one.pair()
+    _, b = await two.pair()
+    await one.hub.join("chat", a, user="alice", unique=True)
+    with pytest.raises(UserTaken):
+        await two.hub.join("chat", b, user="alice", unique=True)
+    assert two.hub.members("chat") == []
+    await one.hub.leave("chat", a)
+    assert await two.hub.join("chat", b, user="alice", unique=True) is not None
+
+
+async def test_recovery_across_processes(nodes: Any) -> None:
+    one, two = await nodes(history_size=5000), await nodes(history_size=5000)
+    envelope = PositionPrefix()
+    ca, a = await one.pair()
+    await one.hub.join("room", a, envelope=envelope)
+    for i in range(3):
+        await two.hub.publish("room", f"m{i}")
+    seen = [str(await ca.recv(timeout=3)) for _ in range(3)]
+    last = StreamPosition.parse(seen[-1].split("\n", 1)[0])
+    await ca.close()
+    for i in range(3, 2500):  # more than one page of the stream
+        await two.hub.publish("room", f"m{i}", wait=i % 500 == 0)
+    cb, b = await two.pair()
+    joined = await two.hub.join("room", b, since=last, envelope=envelope)
+    assert joined is not None and joined.recovered
+    got = [str(await cb.recv(timeout=5)) for _ in range(2497)]
+    assert [m.split("\n", 1)[1] for m in got] == [f"m{i}" for i in range(3, 2500)]
+    offsets = [StreamPosition.parse(m.split("\n", 1)[0]).offset for m in got]
+    assert offsets == sorted(set(offsets)) and offsets[0] == last.offset + 2  # +1 is a's leave
+
+
+async def test_members_of_a_dead_process_leave_within_the_bound(nodes: Any) -> None:
+    one, two = await nodes(), await nodes()
+    watch = await two.hub.subscribe("room")
+    _, a = await one.pair()
+    await one.hub.join("room", a, user="ghost")
+    assert isinstance(await watch.get(timeout=2), PresenceEvent)
+    one.hub._abort()  # as if killed: nobody says the member left
+    start = time.monotonic()
+    leave = await watch.get(timeout=5)
+    took = time.monotonic() - start
+    assert isinstance(leave, PresenceEvent) and leave.kind == "leave" and leave.client.user == "ghost"
+    assert took <= two.hub.leave_bound + 0.5, took
+    assert await two.hub.presence("room") == []
+    watch.close()
+
+
+async def test_send_to_another_process(nodes: Any) -> None:
+    one, two = await nodes(), await nodes()
+    ca, a = await one.pair()
+    joined = await one.hub.join("room", a)
+    assert joined is not None
+    assert await two.hub.send_to(joined.address, "psst")
+    assert await ca.recv(timeout=2) == "psst"
+    assert await two.hub.send_to(joined.address, b"\x01bytes")
+    assert await ca.recv(timeout=2) == b"\x01bytes"
+    assert not await two.hub.send_to("nobody000000/1", "x")  # no such process
+
+
+async def test_a_lost_subscription_connection_loses_nothing(nodes: Any, redis_server: RedisServer) -> None:
+    one, two = await nodes(), await nodes()
+    watch = await one.hub.subscribe("room")
+    await two.hub.publish("room", "m0")
+    assert (await watch.get(timeout=2)).data == "m0"
+    import redis.asyncio as aioredis
+
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.client_kill_filter(_type="pubsub")  # every pub/sub connection
+        for i in range(1, 6):
+            await two.hub.publish("room", f"m{i}")
+        got = [await watch.get(timeout=5) for _ in range(5)]
+    finally:
+        await admin.aclose()
+    assert [g.data for g in got] == [f"m{i}" for i in range(1, 6)]  # no Reset: Redis kept them
+    assert [g.position.offset for g in got] == [2, 3, 4, 5, 6]
+    watch.close()
+
+
+async def test_history_trimmed_in_redis_is_a_reset(nodes: Any) -> None:
+    one = await nodes(history_size=5)
+    start = await one.hub.position("room")
+    for i in range(300):
+        await one.hub.publish("room", f"m{i}", wait=False)
+    await one.hub.publish("room", "last")
+    sub = await one.hub.subscribe("room", since=StreamPosition(start.epoch, 2))
+    first = await sub.get(timeout=2)
+    assert isinstance(first, Reset) and first.reason == "history trimmed"
+    await one.hub.publish("room", "live")
+    nxt = await sub.get(timeout=2)
+    assert isinstance(nxt, Publication) and nxt.data == "live"
+    sub.close()
