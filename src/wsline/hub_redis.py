@@ -1040,6 +1040,7 @@ class RedisHub(Hub):
         self.heartbeat = heartbeat
         self.presence_ttl = presence_ttl if presence_ttl is not None else 3 * heartbeat
         self.meta_ttl = max(meta_ttl, history_ttl, self.presence_ttl)
+        #: How many publications may wait for Redis while it is unreachable (then they are dropped).
         self.max_outbox = max_outbox
         self.cache_size = type(self).cache_size
         self._redis_store = _RedisStore(self)
