@@ -796,7 +796,7 @@ async def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(
     peer, pair = await fault_peer(app)
     pair.server_to_client.stall()  # the client reads nothing
     requests = tiny_get() * 100  # 100 requests, 1.6 MB of responses per chunk
-    written, blocked = await write_until_blocked(peer, (requests for _ in range(20)), stall=0.1)
+    written, _ = await write_until_blocked(peer, (requests for _ in range(20)), stall=0.1)
     await asyncio.sleep(0.2)
     assert len(app.server._protocols) == 1
     buffered = pair.server.get_write_buffer_size()
