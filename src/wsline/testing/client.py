@@ -3,7 +3,7 @@
 Everything runs through wsline's own code on both ends, over a
 :class:`~wsline.testing.transport.TransportPair` instead of sockets: the
 server's connections are the real server protocol of :func:`wsline.serve` (or
-of :func:`wsline.asgi.serve` for an ASGI application) on a real
+of ``wsline.asgi.serve()`` for an ASGI application) on a real
 :class:`~wsline.Server` built from the same options, and the client is the
 real opening handshake (:class:`~wsline.protocol.client.ClientHandshake`) and
 the real :class:`~wsline.WebSocket`.
@@ -364,7 +364,7 @@ class TestClient:
     :param app: what :func:`wsline.serve` takes (a handler ``async def
         handler(ws)``, a :class:`~wsline.Router`, a :class:`~wsline.Listener`
         subclass), or an ASGI 3 application (``app(scope, receive, send)``:
-        Starlette, FastAPI), served as :func:`wsline.asgi.serve` serves it,
+        Starlette, FastAPI), served as ``wsline.asgi.serve()`` serves it,
         its lifespan included.
     :param asgi: ``True`` or ``False`` says which of the two ``app`` is;
         by default the signature tells (three required positional parameters:
@@ -380,7 +380,7 @@ class TestClient:
         handler raised and that nobody took from ``client.server.errors`` is
         raised (the first one), so that a test does not pass over a failing
         handler unnoticed. ``False`` leaves them there.
-    :param options: :func:`wsline.serve`'s options (or :func:`wsline.asgi.serve`'s
+    :param options: :func:`wsline.serve`'s options (or ``wsline.asgi.serve()``'s
         for an ASGI application), checked by it, with its defaults: the
         server is configured exactly as it would be on a socket. ``host``,
         ``port``, ``ssl``, ``sock``, ``reuse_port`` and ``backlog`` raise
@@ -439,7 +439,7 @@ class TestClient:
 
     @property
     def server(self) -> Server:
-        """The running :class:`~wsline.Server` (a :class:`wsline.asgi.server.ASGIServer` for ASGI)."""
+        """The running :class:`~wsline.Server` (a ``wsline.asgi.server.ASGIServer`` for ASGI)."""
         if self._server is None:
             raise RuntimeError("the TestClient is not started: use 'async with TestClient(app) as client'")
         return self._server
