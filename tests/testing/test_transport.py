@@ -201,10 +201,13 @@ async def test_backpressure_past_the_window_and_high_water_mark() -> None:
     assert "pause_writing" not in client.events  # at the mark, not above it
     client.t.write(b"c")
     assert client.events[-1] == "pause_writing"  # at once, inside write(), as asyncio does
+    order: list[str] = []
+    server.buffer_updated = lambda n: order.append(f"read {n}")  # type: ignore[method-assign]
+    client.resume_writing = lambda: order.append("resume_writing")  # type: ignore[method-assign]
     server.t.resume_reading()
     await passes()
-    assert client.events[-1] == "resume_writing"
-    assert server.data == b"a" * 1000 + b"b" * 500 + b"c"
+    assert order == ["read 1501", "resume_writing"]  # the writer hears after the read, not inside it
+    assert server.buffer[:1501] == b"a" * 1000 + b"b" * 500 + b"c"
     assert client.t.get_write_buffer_size() == 0
 
 

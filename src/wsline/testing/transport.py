@@ -59,6 +59,9 @@ DEFAULT_WINDOW = 64 * 1024
 #: The most one read hands a plain protocol's ``data_received`` (asyncio's own limit).
 READ_SIZE = 256 * 1024
 
+#: The most one read hands a buffered protocol (whatever its buffer's size).
+_MAX_READ = 4 * 1024 * 1024
+
 _ports = itertools.count(40000)
 
 
@@ -259,6 +262,7 @@ class Link:
 
     def _write_eof(self) -> None:
         if self._eof:
+            self._schedule()
             return
         self._eof = True
         self._eof_at = max(self._loop().time() + self._latency, self._last_at)
@@ -293,13 +297,14 @@ class Link:
         else:
             self._handle = loop.call_at(when, self._run)
 
-    def _due(self, now: float) -> int:
+    def _due(self, now: float, cap: int) -> int:
+        """How many bytes have arrived by ``now`` (counting stops at ``cap``)."""
         due = 0
         for when, data in self._chunks:
-            if when > now:
+            if when > now or due >= cap:
                 break
             due += len(data)
-        return due
+        return min(due, cap)
 
     def _run(self) -> None:
         """One read by the receiver: what is due, within the faults' limits."""
@@ -311,7 +316,12 @@ class Link:
             return
         loop = self._loop()
         now = loop.time()
-        limit = self._due(now)
+        cap = _MAX_READ
+        if self._rate is not None:
+            cap = min(cap, self._rate)
+        if self._cut_budget is not None:
+            cap = min(cap, self._cut_budget)
+        limit = self._due(now, cap)
         if not limit:
             if not self._chunks and self._eof and not self._eof_done and self._eof_at <= now:
                 self._eof_done = self._eof_delivered = True
@@ -320,11 +330,10 @@ class Link:
                 self._schedule()
             return
         if self._rate is not None:
-            limit = min(limit, self._rate)
             self._next_tick = now + self._interval
-        if self._cut_budget is not None:
-            limit = min(limit, self._cut_budget)
         taken = self.receiver._read(self, limit)
+        if taken:
+            self.sender._buffer_shrunk()  # after the read, as the writer's own callback would
         if self._cut_budget is not None:
             self._cut_budget -= taken
             if self._cut_budget == 0:
@@ -349,7 +358,6 @@ class Link:
                 need = 0
         self._size -= count
         self.delivered += count
-        self.sender._buffer_shrunk()
         return parts
 
     def _discard(self, keep: int = 0) -> None:
@@ -370,8 +378,8 @@ class Link:
                 self._size -= excess
                 self.lost += excess
                 excess = 0
-        if not chunks:
-            self._cancel()
+        self._cancel()
+        self._schedule()  # the head may have changed (or only the end of the stream is left)
         # Told from the loop, as a socket's writer would be: never inside the
         # call (a close, an abort, a fault) that discarded the bytes.
         self._loop().call_soon(self.sender._buffer_shrunk)
@@ -555,9 +563,10 @@ class FaultTransport(asyncio.Transport):
         if self._lost:
             return
         size = self.get_write_buffer_size()
-        if self._closing and size == 0:
-            self._lost = True
-            self._loop().call_soon(self._call_connection_lost, None)
+        if self._closing:  # no resume_writing once closing, as asyncio
+            if size == 0:
+                self._lost = True
+                self._loop().call_soon(self._call_connection_lost, None)
             return
         if self._writing_paused and size <= self._low:
             self._writing_paused = False
