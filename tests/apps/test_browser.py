@@ -2,7 +2,8 @@
 
 Needs Debian's ``chromium`` package (``/usr/bin/chromium``) and the Python
 ``playwright`` package; Playwright's own browser downloads are never used.
-Without either, these tests fail (they are never skipped).
+Without either, these tests fail (they are never skipped). The two-process
+tests (``--workers 2 --redis URL``) also need ``redis-server``.
 Set ``WSLINE_CHAT_SCREENSHOT=/some/file.png`` to save a screenshot of a chat.
 """
 
@@ -12,15 +13,20 @@ import http.server
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_examples import Chat, free_port, start_chat
+from test_examples import REPO, Chat, free_port, start_chat
 
 from wsline.apps import chat as wsline_chat
+
+# The redis-server fixture lives with the RedisHub tests (tests/aio).
+sys.path.insert(0, str(REPO / "tests" / "aio"))
+from test_redis_hub import RedisServer, redis_server  # noqa: F401 - a fixture
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -417,3 +423,112 @@ def test_page_shows_the_message_length_limit(chat: Chat, new_page: Any) -> None:
     expect(alice.locator("#message")).to_have_value("z" * (limit + 1))
     expect(counter).to_have_text(f"{limit + 1} / {limit} characters: 1 too many")
     expect(bob.locator("#log li.message")).to_have_count(1)
+
+
+# ------------------------------------------------------------------ two processes sharing Redis
+
+
+def node_of(page: Page) -> str:
+    """The process a page's WebSocket talks to (the chat's protocol-2 hello names it)."""
+    expect(page.locator("body")).to_have_attribute("data-node", re.compile(r"^[0-9a-f]{12}$"))
+    return str(page.evaluate("document.body.dataset.node"))
+
+
+def page_on(new_page: Any, url: str, want: Any) -> Page:
+    """A new page whose WebSocket landed on a process for which ``want(node)`` is true.
+
+    The kernel spreads connections over the workers (SO_REUSEPORT): pages that
+    land elsewhere are closed before they join, so nobody sees them.
+    """
+    for _ in range(30):
+        page: Page = new_page(url)
+        if want(node_of(page)):
+            return page
+        page.context.close()
+    raise AssertionError("no connection reached the wanted worker in 30 tries")
+
+
+@pytest.fixture
+def two_workers(redis_server: RedisServer) -> Iterator[Chat]:  # noqa: F811 - the fixture
+    port = free_port()
+    server = start_chat(
+        "-m", "wsline", "chat", "--port", str(port), "--redis", redis_server.url, "--workers", "2"
+    )
+    yield server
+    assert server.proc.stop() == 0, server.proc.describe()
+
+
+def test_two_workers_one_chat(two_workers: Chat, new_page: Any) -> None:
+    alice = new_page(two_workers.url)
+    node_a = node_of(alice)
+    bob = page_on(new_page, two_workers.url, lambda node: node != node_a)
+    node_b = node_of(bob)
+    joined(alice, "alice")
+    joined(bob, "bob")
+    for page in (alice, bob):  # the same members, in the same order, in both processes
+        expect(page.locator("#members li")).to_have_text(["alice", "bob"])
+        expect(page.locator("#member-count")).to_have_text("2")
+    # Each join is shown once, wherever it happened.
+    expect(alice.locator("#log li.notice", has_text="bob joined.")).to_have_count(1)
+    expect(alice.locator("#log li.notice", has_text="You joined as alice.")).to_have_count(1)
+    expect(bob.locator("#log li.notice", has_text="You joined as bob.")).to_have_count(1)
+    expect(bob.locator("#log li.notice", has_text="joined")).to_have_count(1)  # its own
+
+    # A name taken on one worker is refused on the other, in any letter case.
+    carol = page_on(new_page, two_workers.url, lambda node: node == node_b)
+    join(carol, "ALICE")
+    expect(carol.locator("#name-error")).to_have_text(re.compile(r"The name .ALICE. is taken"))
+    dave = page_on(new_page, two_workers.url, lambda node: node == node_a)
+    join(dave, "Bob")
+    expect(dave.locator("#name-error")).to_have_text(re.compile(r"The name .Bob. is taken"))
+    join(carol, "carol")
+    expect(carol.locator("#room")).to_be_visible()
+    for page in (alice, bob, carol):
+        expect(page.locator("#members li")).to_have_text(["alice", "bob", "carol"])
+        expect(page.locator("#member-count")).to_have_text("3")
+    expect(alice.locator("#log li.notice", has_text="carol joined.")).to_have_count(1)
+
+    say(alice, "hello from worker A")
+    say(bob, "hello from worker B")
+    for page in (alice, bob, carol):
+        expect(page.locator("#log li.message")).to_have_text(
+            ["alicehello from worker A", "bobhello from worker B"]
+        )
+    carol.close()
+    for page in (alice, bob):
+        expect(page.locator("#log li.notice", has_text="carol left.")).to_have_count(1)
+        expect(page.locator("#members li")).to_have_text(["alice", "bob"])
+
+
+def test_page_shows_what_it_missed_once_across_workers(two_workers: Chat, new_page: Any) -> None:
+    proxy = CuttableProxy(two_workers.port)
+    try:
+        alice = new_page(f"http://127.0.0.1:{proxy.port}/")
+        node_a = node_of(alice)
+        bob = page_on(new_page, two_workers.url, lambda node: node != node_a)
+        joined(alice, "alice")
+        joined(bob, "bob")
+        say(bob, "one")
+        expect(alice.locator("#log li.message")).to_have_text(["bobone"])
+
+        held = proxy.cut()  # alice's page lost its connection; her worker does not know yet
+        expect(alice.locator("#status")).to_have_text(RECONNECTING)
+        say(bob, "two")
+        say(bob, "three")
+        expect(alice.locator("#status")).to_have_text("reconnected", timeout=RECONNECT_MS)
+        for sock in held:  # the old connection goes: alice leaves, her name is free
+            _hang_up(sock)
+        expect(bob.locator("#log li.notice").last).to_have_text("alice left.")
+        expect(
+            alice.locator("#log li.notice", has_text="Reconnected: you are in the chat again as alice.")
+        ).to_have_count(1, timeout=RECONNECT_MS)
+        # What was said meanwhile, once each, in order; then the chat goes on.
+        expect(alice.locator("#log li.message")).to_have_text(["bobone", "bobtwo", "bobthree"])
+        say(bob, "four")
+        expect(alice.locator("#log li.message")).to_have_text(["bobone", "bobtwo", "bobthree", "bobfour"])
+        expect(alice.locator("#log li.notice", has_text="alice left.")).to_have_count(0)
+        expect(alice.locator("#log li.notice", has_text="could not be recovered")).to_have_count(0)
+        expect(alice.locator("#members li")).to_have_text(["bob", "alice"])
+        expect(bob.locator("#members li")).to_have_text(["bob", "alice"])
+    finally:
+        proxy.close()

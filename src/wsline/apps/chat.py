@@ -1,4 +1,4 @@
-"""The chat demo: ``python -m wsline chat [--host H] [--port P]``.
+"""The chat demo: ``python -m wsline chat [--host H] [--port P] [--redis URL] [--workers N]``.
 
 One server on one port: the page at ``/`` and its WebSocket at ``/ws``.
 
@@ -16,13 +16,35 @@ and the server sends::
     {"type": "error", "code": "name_taken", "message": "..."}            # to one client
 
 Error codes: ``name_taken``, ``name_invalid``, ``not_joined``,
-``already_joined``, ``bad_message``, ``text_invalid``.
+``already_joined``, ``bad_message``, ``text_invalid``, ``unavailable`` (the
+rooms' backend, Redis, cannot be reached: try again).
 
-Who is in the chat and how events reach them is the :class:`Hub`'s business;
-:class:`LocalHub` keeps the members of this process in a dict. :class:`RoomHub`
-puts the chat in a room of a :class:`wsline.hub.Hub`, or of a
-:class:`wsline.hub.RedisHub` shared between processes (``--redis URL``,
-``--workers N``).
+Protocol 2 (the page speaks it) adds positions, so that a client that
+reconnects gets what it missed, exactly once:
+
+- the client says ``{"type": "hello", "protocol": 2}`` before joining, and
+  the server answers ``{"type": "hello", "protocol": 2, "node": "<hub id>"}``
+  (``node`` names the process; ``/ws?v=2`` does the same as the hello);
+- ``welcome``, ``joined``, ``message`` and ``left`` carry ``"pos":
+  "<epoch>:<offset>"``, the event's position in the room's stream (the
+  welcome's is the joiner's own join; its member list is as of that position);
+- ``{"type": "join", "name": ..., "since": "<epoch>:<offset>"}`` -- the
+  position of the last event the client showed -- delivers every event after
+  it (its own old connection's ``left`` included) before the live ones;
+- or, when they cannot all be had (the history is shorter, or was lost),
+  ``{"type": "reset", "pos": ..., "reason": ..., "members": [...]}`` first:
+  some events are missing, the list is as of ``pos``, the events that follow
+  come after it.
+
+Who is in the chat and how events reach them is the hub's business.
+:class:`RoomHub` puts the chat in a room of a :class:`wsline.hub.Hub` (the
+command line without ``--redis``), or of a :class:`wsline.hub_redis.RedisHub`
+shared by every process using the same Redis (``--redis URL``,
+``--workers N``): names are unique across all of them (compared
+case-insensitively, kept by each member's presence, so the names of a process
+that dies are free again within the hub's leave bound), and every process
+lists the same members in the same order. :class:`LocalHub` is the minimal
+in-process one (no positions), the default of :class:`ChatApp`.
 
 By default upgrade requests must come from the page's own origin (a foreign
 ``Origin`` gets 403 at the handshake); requests without ``Origin`` (command
@@ -30,8 +52,9 @@ line clients) are let through.
 
 The page (``static/chat.html``) reconnects by itself when its connection
 drops (waiting 1, 2, 3, 5 ... 30 s, and saying so), joins again under the
-same name (retrying while the server still holds the name for the lost
-connection), and stops its fields at :data:`MAX_NAME_LENGTH` and
+same name with the position of the last event it showed (retrying while the
+server still holds the name for the lost connection), shows what it missed
+once, and stops its fields at :data:`MAX_NAME_LENGTH` and
 :data:`MAX_TEXT_LENGTH`, with a counter near the limit.
 """
 
@@ -42,6 +65,7 @@ import asyncio
 import json
 import logging
 import unicodedata
+import weakref
 from importlib import resources
 from typing import Any, Callable, Protocol
 
@@ -49,6 +73,18 @@ from ..aio.connection import WebSocket
 from ..aio.router import Router, html_response
 from ..aio.server import Server, _Serve, serve
 from ..gate import same_origin
+from ..hub import (
+    ClientInfo,
+    Envelope,
+    HubUnavailable,
+    Joined,
+    PresenceEvent,
+    Publication,
+    Reset,
+    RoomView,
+    StreamPosition,
+    UserTaken,
+)
 from ..hub import Hub as RoomsHub
 from ..protocol.handshake import Request, Response
 from .runner import (
@@ -66,6 +102,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_TEXT_LENGTH",
     "ChatApp",
+    "ChatEnvelope",
     "Hub",
     "LocalHub",
     "RoomHub",
@@ -96,13 +133,21 @@ Event = dict[str, Any]
 
 
 class Member:
-    """One joined connection: a name and a way to deliver events to it."""
+    """One joined connection: a name and a way to deliver events to it.
 
-    def __init__(self, ws: WebSocket, name: str) -> None:
+    ``version`` is the protocol the client speaks (2: with positions);
+    ``since`` the position it asks to recover from.
+    """
+
+    def __init__(
+        self, ws: WebSocket, name: str, *, version: int = 1, since: StreamPosition | None = None
+    ) -> None:
         self.ws = ws
         self.name = name
         #: The key names are compared by ("Alice" and "alice" are the same name).
         self.key = name_key(name)
+        self.version = version
+        self.since = since
 
     async def deliver(self, text: str) -> bool:
         """Send ``text``; ``False`` if the connection is gone or too slow (then it is dropped)."""
@@ -120,8 +165,10 @@ class Member:
 class Hub(Protocol):
     """Who is in the chat, and delivery of events to all of them.
 
-    Implementations must make :meth:`join` atomic: of two members joining with
-    the same name at once, one gets ``None``.
+    :meth:`join` sends the member its welcome and tells everyone (``joined``);
+    :meth:`leave` tells everyone (``left``). Implementations must make
+    :meth:`join` atomic: of two members joining with the same name at once,
+    one gets ``None``.
     """
 
     async def join(self, member: Member) -> list[str] | None:
@@ -141,8 +188,11 @@ class LocalHub:
     """The members of this process, by name; events go to them concurrently.
 
     One dead or slow connection never holds up the others: every delivery is
-    guarded (:meth:`Member.deliver`) and they all run at once.
+    guarded (:meth:`Member.deliver`) and they all run at once. It keeps no
+    positions: protocol-2 clients get protocol-1 events from it.
     """
+
+    node: str | None = None
 
     def __init__(self) -> None:
         self._members: dict[str, Member] = {}
@@ -155,11 +205,15 @@ class LocalHub:
         if member.key in self._members:
             return None
         self._members[member.key] = member
-        return self.names()
+        names = self.names()
+        await member.deliver(encode({"type": "welcome", "name": member.name, "members": names}))
+        await self.publish({"type": "joined", "name": member.name, "members": names})
+        return names
 
     async def leave(self, member: Member) -> list[str]:
         if self._members.get(member.key) is member:
             del self._members[member.key]
+            await self.publish({"type": "left", "name": member.name, "members": self.names()})
         return self.names()
 
     async def publish(self, event: Event) -> None:
@@ -169,32 +223,117 @@ class LocalHub:
             await asyncio.gather(*(member.deliver(text) for member in members))
 
 
+def _name(client: ClientInfo) -> str:
+    data = client.data
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        return str(data["name"])
+    return client.user or "?"
+
+
+class ChatEnvelope(Envelope):
+    """The chat's events from a :mod:`wsline.hub` room: protocol 1, or 2 (``positions=True``).
+
+    Joins and leaves of the room's presence become ``joined`` and ``left``
+    with the member list as this process has it at that position; the
+    chat's publications (JSON events) go as they are, with ``"pos"`` added
+    in protocol 2. Lossless: a member that does not keep up is closed (1008)
+    rather than left with a hole; the page comes back and recovers.
+    """
+
+    lossless = True
+
+    def __init__(self, positions: bool) -> None:
+        self.positions = positions
+
+    def publication(self, pub: Publication, room: RoomView) -> str | None:
+        data = pub.data
+        if not isinstance(data, str):
+            return None
+        if not self.positions:
+            return data
+        head = f'{{"pos":"{pub.position}"'
+        return head + "}" if data == "{}" else head + "," + data[1:]
+
+    def presence(self, event: PresenceEvent, room: RoomView) -> str | None:
+        body: Event = {
+            "type": "joined" if event.kind == "join" else "left",
+            "name": _name(event.client),
+            "members": [_name(client) for client in room.clients()],
+        }
+        if self.positions:
+            body["pos"] = str(event.position)
+        return encode(body)
+
+    def reset(self, reset: Reset, room: RoomView) -> str | None:
+        if not self.positions:
+            return None
+        members = [_name(client) for client in room.clients()]
+        return encode(
+            {"type": "reset", "pos": str(reset.position), "reason": reset.reason, "members": members}
+        )
+
+    def joined(self, joined: Joined, room: RoomView) -> str | None:
+        clients = joined.members or []
+        name = next((_name(c) for c in clients if c.address == joined.address), "?")
+        body: Event = {"type": "welcome", "name": name, "members": [_name(c) for c in clients]}
+        if self.positions:
+            body["pos"] = str(joined.position)
+            body["node"] = joined.address.partition("/")[0]
+        return encode(body)
+
+
+#: The envelopes of protocol-1 and protocol-2 clients (one object each: one framing per event).
+PROTOCOL_1 = ChatEnvelope(positions=False)
+PROTOCOL_2 = ChatEnvelope(positions=True)
+
+
 class RoomHub:
     """The chat in room ``room`` of a :mod:`wsline.hub` hub (in process, or over Redis).
 
-    Events reach the members of every process sharing the hub, framed once
-    (:func:`wsline.broadcast.broadcast`). Names are unique, and the member
-    lists in events are kept, per process: two processes may each have an
-    "alice", and each lists its own members.
+    Members are the room's presence: ``user`` is the name's key (so a name is
+    taken case-insensitively, in every process sharing the hub), ``data`` the
+    name as written. Joins and leaves are the room's presence events; events
+    reach the members of every process in one order, framed once per
+    process, with positions for protocol-2 clients, who recover what they
+    missed when they join again with ``since``.
     """
 
     def __init__(self, hub: RoomsHub, room: str = "chat") -> None:
         self.hub = hub
         self.room = room
-        self._local = LocalHub()
+
+    @property
+    def node(self) -> str:
+        """The hub's id: which process a client talks to."""
+        return self.hub.id
 
     async def join(self, member: Member) -> list[str] | None:
-        names = await self._local.join(member)
-        if names is not None:
-            await self.hub.join(self.room, member.ws)
-        return names
+        try:
+            joined = await self.hub.join(
+                self.room,
+                member.ws,
+                user=member.key,
+                data={"name": member.name},
+                unique=True,
+                since=member.since,
+                envelope=PROTOCOL_2 if member.version >= 2 else PROTOCOL_1,
+                snapshot=True,
+            )
+        except UserTaken:
+            return None
+        if joined is None:  # the connection closed meanwhile
+            return []
+        return [_name(client) for client in joined.members or []]
 
     async def leave(self, member: Member) -> list[str]:
         await self.hub.leave(self.room, member.ws)
-        return await self._local.leave(member)
+        try:
+            return [_name(client) for client in await self.hub.presence(self.room)]
+        except HubUnavailable:
+            return []
 
     async def publish(self, event: Event) -> None:
-        await self.hub.publish(self.room, encode(event))
+        await self.hub.publish(self.room, encode(event), wait=False)
 
 
 # ------------------------------------------------------------------ validation
@@ -242,6 +381,16 @@ def check_text(value: object) -> str | Event:
     if _has_banned(value, _TEXT_BANNED, allowed="\n\t"):
         return error_event("text_invalid", "That message contains characters that are not allowed.")
     return value
+
+
+def _since(value: object) -> StreamPosition | None:
+    """A join's ``since``, or None (absent, or not a position: then the client starts afresh)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return StreamPosition.parse(value)
+    except ValueError:
+        return None
 
 
 def error_event(code: str, message: str) -> Event:
@@ -302,6 +451,8 @@ class ChatApp:
     def __init__(self, hub: Hub | None = None) -> None:
         self.hub: Hub = hub if hub is not None else LocalHub()
         self._page = chat_page()
+        #: The protocol each connection speaks (1 until it says hello with protocol 2).
+        self._versions: weakref.WeakKeyDictionary[WebSocket, int] = weakref.WeakKeyDictionary()
 
     def router(self) -> Router:
         """A :class:`~wsline.http.Router` with the page and the WebSocket route."""
@@ -316,12 +467,26 @@ class ChatApp:
 
     async def handle(self, ws: WebSocket) -> None:
         """One connection: choose a name, then chat until the connection closes."""
-        while True:
-            name = await self._ask_name(ws)
-            if name is None:
+        self._versions[ws] = 1
+        if ws.request.query.get("v") == "2":
+            if not await self._hello(ws):
                 return
-            member = Member(ws, name)
-            members = await self.hub.join(member)
+        while True:
+            asked = await self._ask_name(ws)
+            if asked is None:
+                return
+            name, since = asked
+            version = self._versions.get(ws, 1)
+            member = Member(ws, name, version=version, since=since if version >= 2 else None)
+            try:
+                members = await self.hub.join(member)  # the welcome and "joined" go out
+            except HubUnavailable as exc:
+                logger.warning("%s cannot join: %s", name, exc)
+                reply = error_event(
+                    "unavailable", "The chat is unavailable right now; try again in a moment."
+                )
+                await ws.send_guarded(encode(reply))
+                continue
             if members is not None:
                 break
             await ws.send_guarded(
@@ -330,16 +495,19 @@ class ChatApp:
         # From here on the member is in the hub: whatever happens, it leaves.
         try:
             logger.info("%s joined from %s (%d members)", name, ws.remote_address, len(members))
-            await member.deliver(encode({"type": "welcome", "name": name, "members": members}))
-            await self.hub.publish({"type": "joined", "name": name, "members": members})
             await self._chat(ws, member)
         finally:
             members = await self.hub.leave(member)
             logger.info("%s left (%d members)", name, len(members))
-            await self.hub.publish({"type": "left", "name": name, "members": members})
 
-    async def _ask_name(self, ws: WebSocket) -> str | None:
-        """Read messages until a valid join request (its name) or the end of the connection (None)."""
+    async def _hello(self, ws: WebSocket) -> bool:
+        """Speak protocol 2 on ``ws`` from now on, and say so."""
+        self._versions[ws] = 2
+        hello = {"type": "hello", "protocol": 2, "node": getattr(self.hub, "node", None)}
+        return await ws.send_guarded(encode(hello))
+
+    async def _ask_name(self, ws: WebSocket) -> tuple[str, StreamPosition | None] | None:
+        """Read messages until a valid join request (its name, and ``since``) or the end (None)."""
         while True:
             message, ok = await ws.recv_guarded()
             if not ok:
@@ -348,12 +516,16 @@ class ChatApp:
             event = decode(message)
             if event is None:
                 reply = error_event("bad_message", "Expected a JSON object with a type.")
+            elif event["type"] == "hello" and event.get("protocol") == 2:
+                if not await self._hello(ws):
+                    return None
+                continue
             elif event["type"] != "join":
                 reply = error_event("not_joined", "Choose a name first.")
             else:
                 name = check_name(event.get("name"))
                 if isinstance(name, str):
-                    return name
+                    return name, _since(event.get("since"))
                 reply = name
             await ws.send_guarded(encode(reply))
 
@@ -450,9 +622,12 @@ async def run_until_stopped(
 ) -> None:
     """Serve the chat until SIGINT or SIGTERM, saying where it is (``status``: printed by default).
 
+    Without ``hub`` the chat is a room of an in-process :class:`wsline.hub.Hub`
+    (protocol-2 clients recover what they missed across reconnections).
     ``via`` is added to the banner (e.g. ``" sharing rooms over redis://..."``).
     """
     status = status if status is not None else Status()
+    hub = hub if hub is not None else RoomHub(RoomsHub())
     stop = catch_signals()
     server: Server
     async with serve_chat(host, port, hub=hub, reuse_port=reuse_port) as server:
@@ -474,7 +649,7 @@ async def run_with_hub(
     reuse_port: bool = False,
     status: Status | None = None,
 ) -> None:
-    """Serve the chat until stopped: with a :class:`LocalHub`, or a :class:`RoomHub` over Redis."""
+    """Serve the chat until stopped: in a room of a :class:`wsline.hub.Hub`, or of a RedisHub."""
     if not redis_url:
         await run_until_stopped(host, port, reuse_port=reuse_port, status=status)
         return

@@ -3,8 +3,20 @@
 Every message a client sends goes to every *other* client connected to the
 same URL path (the path is the room: ``ws://host:port/game-42``). With
 ``--redis URL`` the rooms are shared by every relay process using that Redis
-server; ``--workers N`` runs N processes on the same port (``SO_REUSEPORT``),
-which needs ``--redis`` so that clients of different processes meet.
+server (or Redis Cluster); ``--workers N`` runs N processes on the same port
+(``SO_REUSEPORT``), which needs ``--redis`` so that clients of different
+processes meet.
+
+Positions and resuming: a client that connects with ``?since=`` in its URL
+(``ws://host:port/game-42?since=``) gets every message of the room --
+its own included, that is how it learns their positions -- prefixed by its
+position and a newline, ``"<epoch>:<offset>\n<message>"`` (text stays text,
+binary stays binary). Reconnecting with ``?since=<epoch>:<offset>``, the
+last position it got, delivers what it missed meanwhile exactly once, in
+order, then the live messages -- or first ``"!reset <epoch>:<offset>
+<reason>"`` when that is not possible (the history is shorter, or was lost):
+some messages are missing, and the next ones follow that position. The
+positions of joins and leaves are not shown, so offsets may skip.
 
 :func:`wsline.apps.runner.run_workers` is the helper behind ``--workers`` (also
 used by ``python -m wsline chat --workers N``).
@@ -20,7 +32,7 @@ from typing import Any
 from ..aio.connection import WebSocket
 from ..aio.server import Server, _Serve, serve
 from ..errors import ConnectionClosed
-from ..hub import Hub
+from ..hub import Hub, HubUnavailable, PositionPrefix, StreamPosition
 from ..protocol.deflate import DeflateConfig
 from .runner import (
     Status,
@@ -33,7 +45,7 @@ from .runner import (
     url_host,
 )
 
-__all__ = ["add_parser", "make_hub", "relay_handler", "run", "run_relay", "serve_relay"]
+__all__ = ["POSITIONS", "add_parser", "make_hub", "relay_handler", "run", "run_relay", "serve_relay"]
 
 logger = logging.getLogger("wsline.relay")
 
@@ -42,13 +54,37 @@ logger = logging.getLogger("wsline.relay")
 RELAY_DEFLATE = DeflateConfig(server_no_context_takeover=True)
 
 
+#: What ``?since=`` clients get: each message after its position (see the module's documentation).
+POSITIONS = PositionPrefix()
+
+
 async def relay_handler(hub: Hub, ws: WebSocket) -> None:
-    """Join the room named by the request path; pass every message on to the others in it."""
+    """Join the room named by the request path; pass every message on to the others in it.
+
+    With ``?since=[EPOCH:OFFSET]`` the client gets positions, its own
+    messages, and what it missed after that position.
+    """
     room = ws.request.path
-    await hub.join(room, ws)
+    query = ws.request.query
+    exclude: WebSocket | None = ws
+    try:
+        if "since" in query:
+            try:
+                since = StreamPosition.parse(query["since"]) if query["since"] else None
+            except ValueError:
+                await ws.close(1008, "since must be EPOCH:OFFSET")
+                return
+            await hub.join(room, ws, since=since, envelope=POSITIONS)
+            exclude = None
+        else:
+            await hub.join(room, ws)
+    except HubUnavailable as exc:
+        logger.warning("relay: %s cannot join %r: %s", ws.remote_address, room, exc)
+        await ws.close(1013, "the rooms are unavailable; try again")
+        return
     try:
         async for message in ws:
-            await hub.publish(room, message, exclude=ws)
+            await hub.publish(room, message, exclude=exclude, wait=False)
     except ConnectionClosed:
         pass
     finally:
