@@ -47,7 +47,8 @@ EXCLUDE = "" if FULL else "12.*,13.*"
 # Cases in wstest 25.10.1 (compliance/autobahn/requirements-py27.txt): 517 in all, 301 without 12.x/13.x.
 EXPECTED_CASES = 517 if FULL else 301
 # Overall limits (seconds): the runner's (--timeout), then ours on top of it.
-WSTEST_TIMEOUT = 1300 if FULL else 300
+# Four full runs at once (three servers and the client) on two cores: up to ~25 min.
+WSTEST_TIMEOUT = 2400 if FULL else 400
 RUN_DEADLINE = WSTEST_TIMEOUT + 60
 
 #: The servers that wstest's fuzzingclient tests ({port}: where it listens), each
