@@ -303,14 +303,14 @@ def check(runs: Runs, side: str) -> None:
         )
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(RUN_DEADLINE + 300)
 @pytest.mark.parametrize("side", list(SERVER_TARGETS))
 def test_autobahn_server(autobahn: Runs, side: str) -> None:
     """wstest fuzzingclient against each of SERVER_TARGETS (compliance.server: wsline.serve)."""
     check(autobahn, side)
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(RUN_DEADLINE + 300)
 def test_autobahn_client(autobahn: Runs) -> None:
     """compliance.client (wsline.connect) against wstest fuzzingserver."""
     check(autobahn, "client")
