@@ -79,6 +79,16 @@ async def main() -> None:
 
     async with wsline.serve(reader, "127.0.0.1", 0) as server:
         async with wsline.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            first = asyncio.create_task(ws.recv())  # one task waits for a message...
+            await asyncio.sleep(0)
+            try:
+                await ws.recv()  # ...and another one asks too
+            except wsline.ConcurrencyError as exc:
+                print("ConcurrencyError:", exc, "| RuntimeError:", isinstance(exc, RuntimeError))
+            first.cancel()
+
+    async with wsline.serve(reader, "127.0.0.1", 0) as server:
+        async with wsline.connect(f"ws://127.0.0.1:{server.port}/") as ws:
             await ws.close()
             try:
                 await ws.send("too late")
