@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -139,6 +140,19 @@ async def test_a_handler_that_raises_closes_with_1011_and_is_raised_when_the_cli
                     await ws.recv()
                 assert info.value.code == 1011
                 assert ws.close_reason == "internal error"
+
+
+async def test_the_first_of_several_handler_errors_is_raised() -> None:
+    async def handler(ws: wsline.WebSocket) -> None:
+        raise ValueError(ws.request.path)
+
+    with pytest.raises(ValueError, match="/first") as info:
+        async with TestClient(handler, **FAST) as client:
+            for path in ("/first", "/second"):
+                async with client.websocket(path) as ws:
+                    await ws.wait_closed()
+    if sys.version_info >= (3, 11):
+        assert "1 more left in server.errors" in info.value.__notes__[0]
 
 
 async def test_server_errors_read_by_the_test_are_not_raised_again() -> None:

@@ -499,6 +499,10 @@ class TestClient:
             return
         first = server.errors.get_nowait()
         if first is not None:
+            more = len(server.errors)
+            add_note = getattr(first.error, "add_note", None)  # Python 3.11+
+            if more and add_note is not None:
+                add_note(f"raised by the server's handler; {more} more left in server.errors")
             raise first.error
 
     async def __aenter__(self) -> TestClient:
