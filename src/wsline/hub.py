@@ -638,8 +638,11 @@ class _Room:
                 if self.foreign or self.recheck:
                     foreign, self.foreign = self.foreign, []
                     self.recheck = False
+                    # Pub/sub may deliver newer entries while the answer is on its way:
+                    # compare with where the room was when it asked.
+                    asked_at = self.offset
                     state = await store.state(self.name)
-                    if state.epoch != self.epoch or state.top < self.offset:
+                    if state.epoch != self.epoch or state.top < asked_at:
                         if state.epoch == self.epoch:  # the store went back in time
                             state = await store.new_epoch(self.name, self.epoch)
                         # The new epoch's entries can all be delivered, if its history has them.
@@ -795,12 +798,7 @@ class _Room:
                     member.pos = restart
                     continue
                 items = [e for e in fetched.entries if member.pos < e.position.offset <= self.offset]
-                if not items:  # the store is behind this process: a moment of lag, or worse
-                    self.check()
-                    member.reset = Reset(
-                        self.name, self.position, StreamPosition(epoch, member.pos), "history trimmed"
-                    )
-                    member.pos = self.offset
+                if not items:  # the answer is older than what pub/sub brought meanwhile: look again
                     continue
             for entry in items:
                 if member.state != _BEHIND or self.epoch != epoch or member.reset is not None:
