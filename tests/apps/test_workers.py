@@ -8,6 +8,7 @@ unreachable) said once.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -169,3 +170,106 @@ def _quiet(stderr: list[str]) -> list[str]:
     """
     lines = [line for line in stderr if "_to_async_retry(retry)" not in line]
     return [line for line in lines if "A synchronous redis.retry.Retry was passed" not in line]
+
+
+# ------------------------------------------------------------------ one chat, one relay, over two workers
+
+
+async def _chat_client(port: int) -> tuple[wsline.WebSocket, str]:
+    """A protocol-2 chat client and the worker (hub id) it landed on."""
+    ws = await wsline.connect(f"ws://{HOST}:{port}/ws", ping_interval=None)
+    await ws.send(json.dumps({"type": "hello", "protocol": 2}))
+    hello = json.loads(str(await ws.recv(timeout=5)))
+    assert hello["type"] == "hello" and hello["protocol"] == 2
+    return ws, str(hello["node"])
+
+
+async def _event(ws: wsline.WebSocket) -> dict[str, object]:
+    event = json.loads(str(await ws.recv(timeout=5)))
+    assert isinstance(event, dict)
+    return event
+
+
+def test_chat_workers_share_names_and_member_lists(redis_server: RedisServer) -> None:  # noqa: F811
+    port = free_port()
+    proc = Process("-m", "wsline", "chat", "--port", str(port), "--redis", redis_server.url, "--workers", "2")
+    proc.wait_for_line(READY)
+
+    async def run() -> None:
+        by_node: dict[str, list[wsline.WebSocket]] = {}
+        opened = []
+        for _ in range(40):  # the kernel spreads connections over the workers
+            ws, node = await _chat_client(port)
+            opened.append(ws)
+            by_node.setdefault(node, []).append(ws)
+            if len(by_node) == 2 and all(len(v) >= 2 for v in by_node.values()):
+                break
+        (a1, a2), (b1, b2) = (v[:2] for v in by_node.values())
+        try:
+            await a1.send(json.dumps({"type": "join", "name": "alice", "since": None}))
+            welcome = await _event(a1)
+            assert welcome["type"] == "welcome" and welcome["members"] == ["alice"]
+            assert (await _event(a1))["type"] == "joined"  # its own join
+            for ws, name in ((b1, "ALICE"), (a2, "Alice"), (b2, "alice")):  # taken, in any case, anywhere
+                await ws.send(json.dumps({"type": "join", "name": name}))
+                assert (await _event(ws))["code"] == "name_taken"
+            await b1.send(json.dumps({"type": "join", "name": "bob"}))
+            welcome = await _event(b1)
+            assert welcome["members"] == ["alice", "bob"]
+            own = await _event(b1)
+            joined = await _event(a1)  # on the other worker, once
+            assert own == joined and joined["name"] == "bob" and joined["members"] == ["alice", "bob"]
+            with pytest.raises(TimeoutError):
+                await a1.recv(timeout=0.3)  # and only once
+            await b1.close()
+            left = await _event(a1)
+            assert left["type"] == "left" and left["members"] == ["alice"]
+        finally:
+            for ws in opened:
+                await ws.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        assert proc.stop() == 0, proc.describe()
+
+
+def test_relay_workers_resume_with_since(redis_server: RedisServer) -> None:  # noqa: F811
+    port = free_port()
+    proc = Process(
+        "-m", "wsline", "relay", "--port", str(port), "--redis", redis_server.url, "--workers", "2"
+    )
+    proc.wait_for_line(READY)
+
+    async def run() -> None:
+        url = f"ws://{HOST}:{port}/game"
+        sender = await wsline.connect(url, ping_interval=None)
+        reader = await wsline.connect(url + "?since=", ping_interval=None)
+        await asyncio.sleep(0.3)  # both joined (whichever worker they are on)
+        for i in range(3):
+            await sender.send(f"m{i}")
+        got = [str(await reader.recv(timeout=5)) for _ in range(3)]
+        assert [m.split("\n", 1)[1] for m in got] == ["m0", "m1", "m2"]
+        last = got[-1].split("\n", 1)[0]
+        await reader.close()
+        for i in range(3, 6):
+            await sender.send(f"m{i}")
+        await sender.send(b"\x00\x01")
+        await asyncio.sleep(0.2)
+        for _ in range(3):  # reconnect anywhere: what was missed, once, in order
+            back = await wsline.connect(f"{url}?since={last}", ping_interval=None)
+            missed = [await back.recv(timeout=5) for _ in range(4)]
+            assert [str(m).split("\n", 1)[1] for m in missed[:3]] == ["m3", "m4", "m5"]
+            assert isinstance(missed[3], bytes) and missed[3].endswith(b"\n\x00\x01")
+            with pytest.raises(TimeoutError):
+                await back.recv(timeout=0.2)
+            await back.close()
+        gone = await wsline.connect(f"{url}?since=0123456789ab:7", ping_interval=None)
+        assert str(await gone.recv(timeout=5)).startswith("!reset ")  # another epoch: cannot recover
+        await gone.close()
+        await sender.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        assert proc.stop() == 0, proc.describe()
