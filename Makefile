@@ -26,6 +26,8 @@ PORT = 8000
 PYTHON3 = python3
 PYTEST_ARGS =
 FULL = 1
+# make test fails when the pure-Python run covers less of protocol/ than this.
+COVERAGE_FLOOR = 95
 
 VENV = .venv
 PY = $(VENV)/bin/python
@@ -37,7 +39,7 @@ STAMP_DOCS = $(VENV)/.stamp-install-docs
 # WSLINE_AUTOBAHN_FULL=1 runs the compression groups too (about 10 min per side).
 AUTOBAHN_ENV = $(if $(filter 1,$(FULL)),WSLINE_AUTOBAHN_FULL=1,)
 
-.PHONY: demo test sysdeps lint autobahn venv clean help bench bench-quick fuzz docs
+.PHONY: release-check demo test sysdeps lint autobahn venv clean help bench bench-quick fuzz docs
 .DEFAULT_GOAL := help
 
 help:
@@ -96,13 +98,15 @@ lint: $(STAMP_TEST)
 # Autobahn's compression groups 12.x/13.x (10 minutes): compressed frames take
 # the same Python path with or without the extension.
 test: sysdeps $(STAMP_TEST) $(STAMP_EXT) $(STAMP_DOCS) $(NODE_WS)
-	@rc=0; ruff=ok; mypy=ok; docs=ok; compiled=ok; pure=ok; \
+	@rc=0; ruff=ok; mypy=ok; docs=ok; compiled=ok; pure=ok; coverage=ok; release=ok; \
 	echo "== ruff check src tests compliance benchmarks examples fuzz"; $(VENV)/bin/ruff check src tests compliance benchmarks examples fuzz || { rc=1; ruff=FAILED; }; \
 	echo "== mypy"; $(VENV)/bin/mypy || { rc=1; mypy=FAILED; }; \
 	echo "== docs: $(SPHINX_BUILD)"; $(SPHINX_BUILD) || { rc=1; docs=FAILED; }; \
 	echo "== pytest, compiled path $(PYTEST_ARGS)"; WSLINE_REQUIRE_EXTENSIONS=1 $(AUTOBAHN_ENV) $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; compiled=FAILED; }; \
-	echo "== pytest, pure-Python path (WSLINE_NO_EXTENSIONS=1) $(PYTEST_ARGS)"; WSLINE_NO_EXTENSIONS=1 $(PY) -m pytest $(PYTEST_ARGS) || { rc=1; pure=FAILED; }; \
-	echo "== make test: ruff $$ruff, mypy $$mypy, docs $$docs, pytest compiled $$compiled, pytest pure-Python $$pure"; \
+	echo "== pytest, pure-Python path (WSLINE_NO_EXTENSIONS=1), with coverage $(PYTEST_ARGS)"; WSLINE_NO_EXTENSIONS=1 $(PY) -m pytest --cov=wsline --cov-report= $(PYTEST_ARGS) || { rc=1; pure=FAILED; }; \
+	echo "== coverage (pure-Python run): protocol/ at least $(COVERAGE_FLOOR) %, the rest reported"; $(PY) -m coverage report --include='src/wsline/protocol/*' --fail-under=$(COVERAGE_FLOOR) || { rc=1; coverage=FAILED; }; $(PY) -m coverage report --omit='src/wsline/protocol/*' --skip-covered | tail -n 25; \
+	echo "== release check"; PYTHON=$(PY) bash scripts/release_check.sh || { rc=1; release=FAILED; }; \
+	echo "== make test: ruff $$ruff, mypy $$mypy, docs $$docs, pytest compiled $$compiled, pytest pure-Python $$pure, coverage $$coverage, release check $$release"; \
 	exit $$rc
 
 # The documentation site: every warning fails the build (-W, all of them
@@ -142,3 +146,7 @@ fuzz: $(STAMP_TEST)
 			-print_final_stats=1 -artifact_prefix=fuzz/$$t- \
 			$(VENV)/fuzz-corpus/$$t fuzz/corpus/$$t || exit 1; \
 	done
+
+# Build the sdist and the wheel, check them, install each in a clean venv and smoke-test it.
+release-check: $(STAMP_TEST)
+	PYTHON=$(PY) bash scripts/release_check.sh

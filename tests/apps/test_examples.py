@@ -550,6 +550,12 @@ def test_inbox_outbox() -> None:
 def test_examples_readme_lists_every_example() -> None:
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
     programs = sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.py"))
-    assert programs == ["chat/server.py", "echo_server.py", "inbox_outbox.py", "repl_client.py"]
+    assert programs == [
+        "chat/server.py",
+        "echo_server.py",
+        "inbox_outbox.py",
+        "repl_client.py",
+        "test_app_example.py",
+    ]
     for program in programs:
         assert f"`python examples/{program}" in readme, program
