@@ -14,6 +14,10 @@
  *       RSV bits, a frame not all here, anything invalid) and leaves that to
  *       the Python parser, so it can only ever accept what the Python parser
  *       accepts, never judge.
+ *   MessageBuffer(size)             a large message's bytes, filled in place
+ *       while it arrives (write() copies and unmasks a piece, view() lets the
+ *       socket read straight into it, unmask() unmasks what it wrote) and
+ *       handed over whole by take(): no list of pieces, no join.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -318,6 +322,212 @@ parse_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(pos);
 }
 
+/* ------------------------------------------------------------ MessageBuffer
+ *
+ * Owns a bytes object of `size` bytes that nobody else sees until take().
+ * The buffer protocol exports it writable (view()), so that a transport can
+ * recv_into() it; the export keeps this object, hence the bytes, alive. After
+ * take() the bytes belong to the caller; exports still alive (the transport's
+ * own reference to the view, dropped when its read callback returns) keep
+ * the memory valid, and no new export or write is allowed. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *data; /* bytes */
+    int taken;
+} MessageBuffer;
+
+static PyObject *
+MessageBuffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t size;
+    MessageBuffer *self;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "MessageBuffer() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "n:MessageBuffer", &size)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    self = (MessageBuffer *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->data = PyBytes_FromStringAndSize(NULL, size);
+    if (self->data == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->taken = 0;
+    return (PyObject *)self;
+}
+
+static void
+MessageBuffer_dealloc(MessageBuffer *self)
+{
+    Py_XDECREF(self->data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+MessageBuffer_getbuffer(MessageBuffer *self, Py_buffer *view, int flags)
+{
+    if (self->taken) {
+        PyErr_SetString(PyExc_BufferError, "the message was taken");
+        view->obj = NULL;
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(self->data),
+                             PyBytes_GET_SIZE(self->data), 0, flags);
+}
+
+static PyBufferProcs MessageBuffer_as_buffer = {(getbufferproc)MessageBuffer_getbuffer, NULL};
+
+static int
+check_range(MessageBuffer *self, Py_ssize_t start, Py_ssize_t n)
+{
+    if (self->taken) {
+        PyErr_SetString(PyExc_BufferError, "the message was taken");
+        return -1;
+    }
+    if (start < 0 || n < 0 || start > PyBytes_GET_SIZE(self->data) - n) {
+        PyErr_SetString(PyExc_ValueError, "range outside the message");
+        return -1;
+    }
+    return 0;
+}
+
+/* write(offset, data, mask, phase): data (unmasked with mask, starting at key byte phase, if
+ * mask is not None) copied to offset. */
+static PyObject *
+MessageBuffer_write(MessageBuffer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data, key;
+    Py_ssize_t offset;
+    int phase, has_key;
+    unsigned char *dst;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "write(offset, data, mask, phase) takes 4 arguments");
+        return NULL;
+    }
+    offset = PyLong_AsSsize_t(args[0]);
+    if (offset == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    phase = (int)PyLong_AsLong(args[3]);
+    if (phase == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    has_key = args[2] != Py_None;
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (has_key && get_key(args[2], &key) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (check_range(self, offset, data.len) < 0) {
+        goto error;
+    }
+    dst = (unsigned char *)PyBytes_AS_STRING(self->data) + offset;
+    if (has_key) {
+        xor_mask(dst, data.buf, data.len, key.buf, phase & 3);
+        PyBuffer_Release(&key);
+    }
+    else if (data.len) {
+        memcpy(dst, data.buf, data.len);
+    }
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+error:
+    if (has_key) {
+        PyBuffer_Release(&key);
+    }
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
+/* unmask(start, end, mask, phase): XOR bytes start..end in place. */
+static PyObject *
+MessageBuffer_unmask(MessageBuffer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer key;
+    Py_ssize_t start, end;
+    int phase;
+    unsigned char *p;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "unmask(start, end, mask, phase) takes 4 arguments");
+        return NULL;
+    }
+    start = PyLong_AsSsize_t(args[0]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    end = PyLong_AsSsize_t(args[1]);
+    if (end == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    phase = (int)PyLong_AsLong(args[3]);
+    if (phase == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (check_range(self, start, end - start) < 0) {
+        return NULL;
+    }
+    if (get_key(args[2], &key) < 0) {
+        return NULL;
+    }
+    p = (unsigned char *)PyBytes_AS_STRING(self->data) + start;
+    xor_mask(p, p, end - start, key.buf, phase & 3);
+    PyBuffer_Release(&key);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+MessageBuffer_view(MessageBuffer *self, PyObject *unused)
+{
+    return PyMemoryView_FromObject((PyObject *)self);
+}
+
+static PyObject *
+MessageBuffer_take(MessageBuffer *self, PyObject *unused)
+{
+    if (self->taken) {
+        PyErr_SetString(PyExc_BufferError, "the message was taken");
+        return NULL;
+    }
+    self->taken = 1;
+    Py_INCREF(self->data);
+    return self->data;
+}
+
+static PyMethodDef MessageBuffer_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))MessageBuffer_write, METH_FASTCALL,
+     "write(offset, data, mask, phase): copy data to offset, unmasked with mask (or None)."},
+    {"unmask", (PyCFunction)(void (*)(void))MessageBuffer_unmask, METH_FASTCALL,
+     "unmask(start, end, mask, phase): XOR bytes start..end in place."},
+    {"view", (PyCFunction)MessageBuffer_view, METH_NOARGS, "view() -> a writable memoryview of the bytes."},
+    {"take", (PyCFunction)MessageBuffer_take, METH_NOARGS, "take() -> bytes: the message (once)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MessageBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "wsline._speedups.MessageBuffer",
+    .tp_basicsize = sizeof(MessageBuffer),
+    .tp_dealloc = (destructor)MessageBuffer_dealloc,
+    .tp_as_buffer = &MessageBuffer_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "MessageBuffer(size): a large message's bytes, filled in place, taken whole.",
+    .tp_methods = MessageBuffer_methods,
+    .tp_new = MessageBuffer_new,
+};
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask) -> bytes: XOR data with the 4-byte mask repeated."},
@@ -336,5 +546,20 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&speedups_module);
+    PyObject *m;
+
+    if (PyType_Ready(&MessageBuffer_Type) < 0) {
+        return NULL;
+    }
+    m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&MessageBuffer_Type);
+    if (PyModule_AddObject(m, "MessageBuffer", (PyObject *)&MessageBuffer_Type) < 0) {
+        Py_DECREF(&MessageBuffer_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

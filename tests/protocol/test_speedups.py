@@ -217,3 +217,139 @@ def test_parse_messages_checks_its_arguments() -> None:
         speedups.parse_messages(b"abc", 0, 4, True, 10, [])
     with pytest.raises(TypeError):
         speedups.parse_messages(b"abc", 0, 3, True, 10, ())
+
+
+# ------------------------------------------------------------- MessageBuffer
+
+
+def _fill(mb: Any, data: bytes, mask: bytes | None, cuts: list[int], direct: bool) -> bytes:
+    """Fill a MessageBuffer with the (masked) data in pieces, by write() or through view() + unmask()."""
+    pos = 0
+    for end in [*cuts, len(data)]:
+        piece = data[pos:end]
+        if direct:
+            with mb.view() as view:
+                view[pos:end] = piece
+            if mask is not None:
+                mb.unmask(pos, end, mask, pos & 3)
+        else:
+            mb.write(pos, piece, mask, pos & 3)
+        pos = end
+    result: bytes = mb.take()
+    return result
+
+
+MB_IMPLS = [frames._MessageBufferPy] + ([speedups.MessageBuffer] if speedups is not None else [])
+
+
+@pytest.mark.parametrize("impl", MB_IMPLS)
+@pytest.mark.parametrize("n", [0, 1, 5, 65536, 100_003])
+@pytest.mark.parametrize("direct", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_message_buffer_twins(impl: Any, n: int, direct: bool, masked: bool) -> None:
+    rng = random.Random(n * 4 + direct * 2 + masked)
+    plain = rng.randbytes(n)
+    mask = rng.randbytes(4) if masked else None
+    wire = frames._apply_mask_py(plain, mask) if mask is not None else plain
+    cuts = sorted(rng.sample(range(n + 1), min(n + 1, 7)))
+    out = _fill(impl(n), wire, mask, cuts, direct)
+    assert type(out) is bytes
+    assert out == plain
+
+
+@pytest.mark.parametrize("impl", MB_IMPLS)
+def test_message_buffer_checks(impl: Any) -> None:
+    mb = impl(8)
+    with pytest.raises(ValueError):
+        mb.write(6, b"abc", None, 0)
+    with pytest.raises(ValueError):
+        mb.write(-1, b"a", None, 0)
+    with pytest.raises(ValueError):
+        mb.unmask(4, 9, b"abcd", 0)
+    with pytest.raises(ValueError):
+        mb.write(0, b"a", b"abc", 0)
+    with pytest.raises(ValueError):
+        impl(-1)
+    mb.write(0, b"12345678", None, 0)
+    assert mb.take() == b"12345678"
+    with pytest.raises(BufferError):
+        mb.take()
+    with pytest.raises(BufferError):
+        mb.write(0, b"a", None, 0)
+    with pytest.raises(BufferError):
+        mb.view()
+
+
+@needs_c
+def test_c_message_buffer_view_outlives_take() -> None:
+    """A view still held (by a transport) after take() keeps the memory valid."""
+    mb = speedups.MessageBuffer(4)
+    view = mb.view()
+    view[:] = b"abcd"
+    data = mb.take()
+    del mb
+    assert bytes(view) == b"abcd" == data
+    view.release()
+
+
+def _big_frames(rng: random.Random, is_server: bool, sizes: list[int], text: bool) -> tuple[bytes, list[Any]]:
+    wire = b""
+    expected: list[Any] = []
+    for size in sizes:
+        if text:
+            payload = ("é" * (size // 2)).encode()
+            expected.append(payload.decode())
+        else:
+            payload = rng.randbytes(size)
+            expected.append(payload)
+        mask = rng.randbytes(4) if is_server else None
+        wire += frames._build_frame_py(0x81 if text else 0x82, payload, mask)
+    return wire, expected
+
+
+@pytest.mark.parametrize("is_server", [True, False])
+@pytest.mark.parametrize("text", [False, True])
+@pytest.mark.parametrize("direct", [False, True])
+def test_large_messages_in_place(is_server: bool, text: bool, direct: bool) -> None:
+    """Large messages assembled in a MessageBuffer: by receive_data alone, or read into ``direct``."""
+    rng = random.Random(is_server * 4 + text * 2 + direct)
+    wire, expected = _big_frames(rng, is_server, [70_000, 65536, 200_001, 10, 300_000], text)
+    conn = Connection(is_client=not is_server, max_size=None)
+    events: list[Any] = []
+    pos = 0
+    while pos < len(wire):
+        if direct and conn.direct is not None:
+            n = min(len(conn.direct), rng.randrange(1, 90_000), len(wire) - pos)
+            conn.direct[:n] = wire[pos : pos + n]
+            pos += n
+            events += conn.receive_direct(n)
+        else:
+            n = rng.randrange(1, 90_000)
+            events += conn.receive_data(memoryview(wire[pos : pos + n]))
+            pos += n
+    assert events == expected
+    assert all(type(e) is type(x) for e, x in zip(events, expected, strict=True))
+    assert conn.direct is None
+
+
+def test_large_text_with_bad_utf8_fails_in_place() -> None:
+    payload = b"a" * 70_000 + b"\xff" + b"a" * 70_000
+    wire = frames._build_frame_py(0x81, payload, b"\x01\x02\x03\x04")
+    conn = Connection(is_client=False, max_size=None)
+    events = conn.receive_data(memoryview(wire[:80_000]))
+    assert len(events) == 1 and isinstance(events[0], Failure)
+    assert events[0].error.code == 1007
+    assert conn.direct is None
+
+
+def test_send_message_parts() -> None:
+    server = Connection(is_client=False)
+    big = bytes(range(256)) * 1024
+    head, payload = server.send_message_parts(big)
+    assert payload is big
+    assert head + payload == frames._build_frame_py(0x82, big, None)
+    frame, none = server.send_message_parts(b"small")
+    assert none is None and frame == frames._build_frame_py(0x82, b"small", None)
+    client = Connection(is_client=True)
+    frame, none = client.send_message_parts(big)
+    assert none is None and len(frame) == len(big) + 14

@@ -270,9 +270,15 @@ class WebSocket(ConnectionStatus):
 
     # --------------------------------------------------------- protocol input
 
+    def _feed_direct(self, nbytes: int) -> None:
+        """``nbytes`` were read straight into the core's :attr:`~Connection.direct` view."""
+        self._on_events(self._core.receive_direct(nbytes))
+
     def _feed(self, data: memoryview) -> None:
+        self._on_events(self._core.receive_data(data))
+
+    def _on_events(self, events: list[Any]) -> None:
         core = self._core
-        events = core.receive_data(data)
         # One message in: its reply may go out at once. More: cork the replies.
         self._eager = len(events) < 2
         if core.input_held:
@@ -563,6 +569,22 @@ class WebSocket(ConnectionStatus):
             return
         self._queue(data)
 
+    def _write_parts(self, head: bytes, payload: Any) -> None:
+        """Write a large frame as its header and its (immutable) payload, the payload not copied."""
+        if not self._wbuf and self._eager:
+            self._eager = False
+            if not self._lost:
+                transport = self._transport
+                if type(transport).__module__.startswith("uvloop"):
+                    transport.writelines((head, payload))  # one writev, no copy
+                else:
+                    # asyncio's writelines joins (a copy): two writes cost less.
+                    transport.write(head)
+                    transport.write(payload)
+            return
+        self._queue(head)
+        self._queue(payload)
+
     def _queue(self, data: bytes) -> None:
         """Queue a frame for the end-of-pass write (never written at once)."""
         wbuf = self._wbuf
@@ -620,12 +642,19 @@ class WebSocket(ConnectionStatus):
         if self._lost:
             raise self._send_error()
         try:
-            # One copy into the frame costs less than a second system call (and
-            # TCP segment) for the header: measured at 64 KiB and 1 MiB.
-            data = self._core.send_message(message, compress=compress)
+            if type(message) is bytes:
+                # A small frame is one copy of header + payload (cheaper than a
+                # second write); a large one goes as header and payload apart,
+                # the payload not copied (see Connection.send_message_parts).
+                data, payload = self._core.send_message_parts(message, compress=compress)
+            else:
+                data, payload = self._core.send_message(message, compress=compress), None
         except InvalidState:
             raise self._send_error() from None
-        self._write(data)
+        if payload is None:
+            self._write(data)
+        else:
+            self._write_parts(data, payload)
         if _debug_enabled(DEBUG):
             kind = "text" if isinstance(message, str) else "binary"
             self.logger.debug("> %s message, %d bytes in a %d-byte frame", kind, len(message), len(data))
@@ -927,15 +956,23 @@ class ProtocolBase(asyncio.BufferedProtocol):
     ws: WebSocket | None = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        ws = self.ws
+        if ws is not None:
+            # The rest of a large message is read straight into its place.
+            direct = ws._core.direct
+            if direct is not None:
+                return direct
         return _shared_read_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         ws = self.ws
-        data = _shared_read_buffer()[:nbytes]
         if ws is not None:
-            ws._feed(data)
+            if ws._core.direct is not None:  # what get_buffer returned (nothing ran in between)
+                ws._feed_direct(nbytes)
+            else:
+                ws._feed(_shared_read_buffer()[:nbytes])
         else:
-            self.handshake_data(data)
+            self.handshake_data(_shared_read_buffer()[:nbytes])
 
     def handshake_data(self, data: memoryview) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

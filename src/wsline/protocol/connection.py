@@ -68,6 +68,17 @@ INFLATE_BUDGET = 1 << 20
 #: Received pieces of a message below this size are gathered in one buffer.
 _SMALL_PIECE = 4096
 
+#: An unfragmented, uncompressed message of this many bytes or more (up to
+#: _BIG_MAX) is assembled in one MessageBuffer of its final size: no pieces to
+#: join, and the I/O layer may read the rest of it straight into place
+#: (:attr:`Connection.direct`).
+_BIG = 1 << 16
+_BIG_MAX = 1 << 24
+
+#: Unmasked frames with a payload of this many bytes or more are handed out
+#: as header and payload apart (:meth:`Connection.send_message_parts`).
+SPLIT_SEND = 1 << 17
+
 
 class State(IntEnum):
     """Connection states (RFC 6455 7), from the end of the opening handshake on.
@@ -211,6 +222,12 @@ class Connection:
         self._chunks: list[bytes | bytearray] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         self._stopped = False  # no more input is parsed (close received or failed)
+        # A large message assembled in place (see _BIG) and how much of it is here.
+        self._msgbuf: _frames.MessageBufferLike | None = None
+        self._msgpos = 0
+        #: Where the next received bytes may go straight to (the rest of a large
+        #: message, see :meth:`receive_direct`), or ``None``: use :meth:`receive_data`.
+        self.direct: memoryview | None = None
         #: True when the last receive_data stopped at its inflate budget with input left.
         self.input_held = False
         self._inflated = 0  # bytes inflated during this receive_data call
@@ -252,13 +269,83 @@ class Connection:
                         self._buf += view[pos:]
         if self._stopped:
             self._buf = bytearray()
+        if self._msgbuf is not None:
+            self._set_direct()
+        elif self.direct is not None:
+            self.direct = None
         return events
+
+    def _set_direct(self) -> None:
+        mb = self._msgbuf
+        frame = self._frame
+        if mb is None or frame is None or self._buf or self._stopped:
+            self.direct = None
+        else:
+            remaining = frame[2]
+            assert isinstance(remaining, int)
+            with mb.view() as view:
+                self.direct = view[self._msgpos : self._msgpos + remaining]
+
+    def receive_direct(self, n: int) -> list[Event]:
+        """``n`` bytes were received straight into :attr:`direct`: return the events they complete.
+
+        The I/O layer reads into :attr:`direct` (when it is set) instead of
+        its own buffer and calls this instead of :meth:`receive_data`.
+        """
+        events: list[Event] = []
+        self.input_held = False
+        self.direct = None
+        frame = self._frame
+        if self._stopped or self._msgbuf is None or frame is None:
+            return events
+        _, mask, remaining, phase = frame
+        assert isinstance(remaining, int) and isinstance(phase, int)
+        if not 0 < n <= remaining:
+            raise ValueError(f"received {n} bytes into a view of {remaining}")
+        start = self._msgpos
+        if mask is not None:
+            assert isinstance(mask, bytes)
+            self._msgbuf.unmask(start, start + n, mask, phase)
+        remaining -= n
+        if remaining:
+            frame[2] = remaining
+            frame[3] = (phase + n) & 3
+        else:
+            self._frame = None
+        self._big_piece(start, n, not remaining, events)
+        if remaining and not self._stopped:
+            self._set_direct()
+        return events
+
+    def _big_piece(self, start: int, n: int, last: bool, events: list[Event]) -> None:
+        """Bytes start..start+n of the large message are in place (unmasked)."""
+        mb = self._msgbuf
+        assert mb is not None
+        self._msgpos = start + n
+        self._msg_size += n
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                with mb.view() as view:
+                    decoder.decode(view[start : start + n], last)
+            except UnicodeDecodeError:
+                self._fail(InvalidPayload("invalid UTF-8 in a text message"), events)
+                return
+        if last:
+            data = mb.take()
+            self._msgbuf = None
+            self.direct = None
+            events.append(data.decode("utf-8") if self._msg_op == 1 else data)
+            self._msg_op = 0
+            self._decoder = None
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
         self.eof = True
         self._stopped = True
         self.state = State.CLOSED
+        self._msgbuf = None
+        self.direct = None
 
     def _parse(self, buf: memoryview, end: int, events: list[Event]) -> int:
         pos = 0
@@ -346,6 +433,9 @@ class Connection:
                 self._msg_size = 0
                 self._chunks = []
                 self._decoder = _utf8_decoder() if opcode == 1 else None
+                if fin and not self._msg_compressed and _BIG <= length <= _BIG_MAX:
+                    self._msgbuf = _frames.MessageBuffer(length)
+                    self._msgpos = 0
             self._frame = [fin, mask, length, 0]
             pos = start
         return pos
@@ -394,6 +484,20 @@ class Connection:
         assert isinstance(remaining, int) and isinstance(phase, int)
         take = min(end - pos, remaining)
         if take == 0 and remaining:
+            return pos
+        mb = self._msgbuf
+        if mb is not None:
+            # A large message: this piece goes (unmasked) straight to its place.
+            start = self._msgpos
+            mb.write(start, buf[pos : pos + take], mask, phase)  # type: ignore[arg-type]
+            pos += take
+            remaining -= take
+            if remaining:
+                frame[2] = remaining
+                frame[3] = (phase + take) & 3
+            else:
+                self._frame = None
+            self._big_piece(start, take, not remaining, events)
             return pos
         piece_view = buf[pos : pos + take]
         if mask is not None:
@@ -504,6 +608,8 @@ class Connection:
         self.failure = exc
         self._stopped = True
         self._frame = None
+        self._msgbuf = None
+        self.direct = None
         events.append(Failure(exc))
 
     def send_failure_close(self) -> bytes:
@@ -546,6 +652,23 @@ class Connection:
             if compress or len(payload) >= deflate.threshold:
                 return self._frame_bytes(opcode, deflate.compress(payload), True, True)
         return self._frame_bytes(opcode, payload)
+
+    def send_message_parts(
+        self, message: BytesLike | str, *, compress: bool | None = None
+    ) -> tuple[bytes, BytesLike | None]:
+        """Like :meth:`send_message`, but a large unmasked, uncompressed frame comes as
+        ``(header, payload)``, to be written one after the other (the payload is
+        not copied into a frame); otherwise ``(frame, None)``.
+
+        ``payload`` is the caller's object (bytes-like, not copied): it must
+        not change until written.
+        """
+        if self._masks is None and self.deflate is None and not isinstance(message, str):
+            payload = _frames.as_bytes_view(message) if type(message) is memoryview else message
+            if len(payload) >= SPLIT_SEND:
+                self._check_can_send()
+                return _frames.frame_header(0x82, len(payload)), payload
+        return self.send_message(message, compress=compress), None
 
     def send_shared(
         self, opcode: int, payload: BytesLike, frames: dict[Hashable, bytes], compress: bool | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import struct
 from enum import IntEnum
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..errors import ProtocolError
 
@@ -89,6 +89,75 @@ def _build_frame_py(b0: int, payload: bytes | bytearray | memoryview, mask: byte
     return head + payload if length else head
 
 
+class _MessageBufferPy:
+    """A large message's bytes, filled in place while it arrives, then taken whole.
+
+    ``write`` copies (and unmasks) a piece to an offset; ``view`` is a writable
+    memoryview that a transport may read straight into, ``unmask`` then
+    unmasks what landed there; ``take`` returns the message once. The C twin
+    (``_speedups.MessageBuffer``) fills a ``bytes`` object, so that ``take``
+    copies nothing; this one a ``bytearray`` (``take`` copies once).
+    """
+
+    __slots__ = ("_data", "_taken")
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self._data = bytearray(size)
+        self._taken = False
+
+    def _check(self, start: int, n: int) -> None:
+        if self._taken:
+            raise BufferError("the message was taken")
+        if start < 0 or n < 0 or start > len(self._data) - n:
+            raise ValueError("range outside the message")
+
+    def write(
+        self, offset: int, data: bytes | bytearray | memoryview, mask: bytes | None, phase: int
+    ) -> None:
+        n = len(data)
+        self._check(offset, n)
+        if mask is not None:
+            if len(mask) != 4:
+                raise ValueError("the masking key must be 4 bytes")
+            phase &= 3
+            data = _apply_mask_py(data, mask[phase:] + mask[:phase] if phase else mask)
+        self._data[offset : offset + n] = data
+
+    def unmask(self, start: int, end: int, mask: bytes, phase: int) -> None:
+        self._check(start, end - start)
+        if len(mask) != 4:
+            raise ValueError("the masking key must be 4 bytes")
+        phase &= 3
+        with memoryview(self._data) as view:
+            piece = _apply_mask_py(view[start:end], mask[phase:] + mask[:phase] if phase else mask)
+        self._data[start:end] = piece
+
+    def view(self) -> memoryview:
+        if self._taken:
+            raise BufferError("the message was taken")
+        return memoryview(self._data)
+
+    def take(self) -> bytes:
+        if self._taken:
+            raise BufferError("the message was taken")
+        self._taken = True
+        return bytes(self._data)
+
+
+class MessageBufferLike(Protocol):
+    def write(
+        self, offset: int, data: bytes | bytearray | memoryview, mask: bytes | None, phase: int
+    ) -> None: ...
+
+    def unmask(self, start: int, end: int, mask: bytes, phase: int) -> None: ...
+
+    def view(self) -> memoryview: ...
+
+    def take(self) -> bytes: ...
+
+
 ParseMessages = Callable[[memoryview, int, int, bool, int, list[Any]], int]
 
 
@@ -118,14 +187,27 @@ apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
 build_frame_b0: Callable[[int, bytes | bytearray | memoryview, bytes | None], bytes]
 #: Consumes whole simple data messages in C; ``None`` on the pure-Python path.
 parse_messages: ParseMessages | None
+#: ``MessageBuffer(size)``: where a large message is assembled (see :class:`_MessageBufferPy`).
+MessageBuffer: Callable[[int], MessageBufferLike]
 if _speedups is not None:
     apply_mask = _speedups.apply_mask
     build_frame_b0 = _speedups.build_frame
     parse_messages = _speedups.parse_messages
+    MessageBuffer = _speedups.MessageBuffer
 else:
     apply_mask = _apply_mask_py
     build_frame_b0 = _build_frame_py
     parse_messages = None
+    MessageBuffer = _MessageBufferPy
+
+
+def frame_header(b0: int, length: int) -> bytes:
+    """The header of an unmasked frame of ``length`` payload bytes (the payload goes separately)."""
+    if length < 126:
+        return _pack_b(b0, length)
+    if length < 65536:
+        return _pack_h(b0, 126, length)
+    return _pack_q(b0, 127, length)
 
 
 def as_bytes_view(view: memoryview) -> memoryview | bytes:
