@@ -33,7 +33,7 @@ exchanges one message, then idles), and the server's RSS growth is divided by
 them.
 
 Results: ``results/asgi_ws.md`` (``--results DIR`` elsewhere), raw runs in
-``results/asgi_ws.json``.
+``.build/asgi_ws.json`` (``DIR/asgi_ws.json`` with ``--results``).
 """
 
 from __future__ import annotations
@@ -653,12 +653,15 @@ def main() -> None:
     if args.profile:
         profile(args)
         return
-    json_path = args.results / "asgi_ws.json"
+    # The raw runs stay out of git (.build/) unless the report goes elsewhere.
+    default = args.results == HERE / "results"
+    json_path = (HERE / ".build" if default else args.results) / "asgi_ws.json"
     if args.report_only:
         data = json.loads(json_path.read_text())
     else:
         data = run(args)
         args.results.mkdir(parents=True, exist_ok=True)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(data, indent=1) + "\n")
     text = render(data)
     (args.results / "asgi_ws.md").write_text(text)
