@@ -695,7 +695,7 @@ async def test_keepalive_pings_and_timeout(raw_client: OpenRaw) -> None:
             await asyncio.sleep(0.35)
             await ws.send("latency?")
             assert await ws.recv() == "ok"
-        assert isinstance(latencies[0], float) and 0 <= latencies[0] < 0.3
+        assert isinstance(latencies[0], float) and 0 <= latencies[0] < 1.0
         peer = await raw_client(served.port)  # this one never answers
         await peer.handshake("/ws")
         frame = await peer.read_frame(timeout=2)
