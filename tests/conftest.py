@@ -17,8 +17,10 @@ import socket
 import ssl
 import struct
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -421,3 +423,40 @@ def tls() -> Iterator[TLS]:
     client_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(client_context)
     yield TLS(ca, server_context, client_context)
+
+
+# ------------------------------------------------------------------ scale-out (tests/scaleout)
+# Here rather than in tests/scaleout/conftest.py: a second module named "conftest"
+# would shadow this one for the test files that import helpers from it.
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A redis-server of one test (tests/scaleout/scaleout_redis.py)."""
+    from scaleout_redis import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A three-primary Redis Cluster shared by the session's scale-out tests."""
+    from scaleout_redis import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Key and channel prefix of one test on the shared cluster."""
+    return f"t{uuid.uuid4().hex[:8]}:"
