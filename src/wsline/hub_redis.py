@@ -403,8 +403,8 @@ class _RedisStore(_Store):
         import redis.asyncio as aioredis
         from redis.asyncio.cluster import RedisCluster
         from redis.asyncio.connection import parse_url
-        from redis.backoff import NoBackoff
         from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         hub = self.hub
         options: dict[str, Any] = {"socket_connect_timeout": hub.connect_timeout, "health_check_interval": 0}
