@@ -1251,3 +1251,19 @@ def test_held_pongs_let_other_frames_through() -> None:
     frames = parse_frames(conn.take_outbox(hold_pongs=True))
     assert [f.opcode for f in frames] == [8]  # the close reply; the pong is held
     assert conn.release_held_pong() == b""  # never after our close frame
+
+
+def test_an_oversized_compressed_message_closes_with_the_limit_in_the_reason() -> None:
+    from wsline.protocol import deflate as pmd
+    from wsline.protocol.connection import Failure
+    from wsline.protocol.frames import build_frame
+
+    _, server_deflate = pmd.server_negotiate(["permessage-deflate"], pmd.DeflateConfig())  # type: ignore[misc]
+    _, sender = pmd.server_negotiate(["permessage-deflate"], pmd.DeflateConfig())  # type: ignore[misc]
+    compressed = sender.compress(b"a" * 50_000)
+    receiver = Connection(False, max_size=1000, deflate=server_deflate)
+    events = receiver.receive_data(build_frame(2, compressed, mask=b"abcd", rsv1=True))
+    failure = events[-1]
+    assert isinstance(failure, Failure)
+    assert failure.error.code == 1009
+    assert "limit of 1000 bytes" in failure.error.reason

@@ -528,7 +528,12 @@ class Connection:
         if self._msg_compressed:
             deflate = self.deflate
             assert deflate is not None
-            piece = deflate.decompress(piece, last, self.max_size - self._msg_size)
+            try:
+                piece = deflate.decompress(piece, last, self.max_size - self._msg_size)
+            except PayloadTooBig:  # the close reason names the limit, not what was left of it
+                raise PayloadTooBig(
+                    f"decompressed message exceeds the limit of {self.max_size} bytes"
+                ) from None
             self._msg_size += len(piece)
             self._inflated += len(piece)
             if self._msg_size > self.max_size:
