@@ -948,6 +948,8 @@ class Hub:
 
     #: Entries each room keeps here for members that catch up.
     cache_size = 256
+    #: Seconds a room with nobody left here stays subscribed (a member may be back soon).
+    linger = 0.0
 
     def __init__(
         self,
@@ -1043,6 +1045,17 @@ class Hub:
         room.users -= 1
         if room.users > 0 or self._rooms.get(room.name) is not room:
             return
+        if self.linger > 0 and room.ready:
+            try:
+                asyncio.get_running_loop().call_later(self.linger, self._drop, room)
+                return
+            except RuntimeError:  # called outside the event loop (e.g. Subscription.close())
+                pass
+        self._drop(room)
+
+    def _drop(self, room: _Room) -> None:
+        if room.users > 0 or self._rooms.get(room.name) is not room:
+            return  # somebody came back
         del self._rooms[room.name]
         room.ready = False
         if room.repair is not None:

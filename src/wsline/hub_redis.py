@@ -505,7 +505,10 @@ class _RedisStore(_Store):
                 except Exception:  # noqa: BLE001 - gone anyway
                     pass
 
-        task = asyncio.ensure_future(drop())
+        try:
+            task = asyncio.get_running_loop().create_task(drop())
+        except RuntimeError:  # no event loop running: the sockets go with the objects
+            return
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
 
@@ -570,8 +573,13 @@ class _RedisStore(_Store):
 
     def unsubscribe(self, room: str) -> None:
         channel = self._keys(room)[5]
-        if self.chan_room.pop(channel, None) is not None and self.live:
-            self.hub._spawn(self._unsubscribe(channel))
+        if self.chan_room.pop(channel, None) is None or not self.live:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # outside the event loop: its messages are ignored from now on
+            return
+        self.hub._spawn(self._unsubscribe(channel))
 
     async def _unsubscribe(self, channel: bytes) -> None:
         try:
@@ -875,6 +883,9 @@ class _RedisStore(_Store):
         return StreamPosition(epoch, offset), (_clients(reply[2]) if snapshot else None)
 
     async def leave(self, room: str, address: str) -> None:
+        if not self.live:  # goes out once connected again; nobody waits for Redis to come back
+            self.leave_soon(room, address)
+            return
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue(_Write("leave", self._keys(room), [*self._common(room), address], future))
         await future
@@ -1043,6 +1054,9 @@ class RedisHub(Hub):
         #: How many publications may wait for Redis while it is unreachable (then they are dropped).
         self.max_outbox = max_outbox
         self.cache_size = type(self).cache_size
+        #: A room nobody is in here any more stays subscribed this long (joins and
+        #: leaves in quick succession then cost no subscription round trips).
+        self.linger = 2.0
         self._redis_store = _RedisStore(self)
         self._store = self._redis_store
 
