@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -75,6 +75,7 @@ class HubMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         self.prefix = f"s{uuid.uuid4().hex[:8]}:"
         self.processes = [self.run(self.start_process()) for _ in range(2)]
         self.live: list[Tracked] = []
@@ -220,12 +221,12 @@ class HubMachine(RuleBasedStateMachine):
         process = self.processes[index]
         event("process killed")
         self.disasters += 1
-        process.hub._abort()  # no leaves, nothing flushed: as SIGKILL would
         for tracked in [t for t in self.live if t.hub == index]:
             self.live.remove(tracked)
             self.dropped.append(tracked)
 
         async def go() -> None:
+            process.hub._abort()  # no leaves, nothing flushed: as SIGKILL would
             await self.stop_process(process, killed=True)
             self.processes[index] = await self.start_process()
 
@@ -298,6 +299,7 @@ class HubMachine(RuleBasedStateMachine):
         finally:
             self.loop.run_until_complete(asyncio.sleep(0.05))
             self.loop.close()
+            asyncio.set_event_loop(None)
 
 
 SETTINGS = settings(
@@ -307,6 +309,9 @@ SETTINGS = settings(
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
+    # No shrinking: each step may restart Redis, so shrinking a failure takes minutes;
+    # the failing run's steps are printed as they are.
+    phases=[Phase.explicit, Phase.generate],
 )
 
 
