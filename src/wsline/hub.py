@@ -82,6 +82,7 @@ import logging
 import os
 import re
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
@@ -976,6 +977,7 @@ class Hub:
         self._rooms: dict[str, _Room] = {}
         self._joined: dict[WebSocket, dict[str, _Member]] = {}
         self._by_address: dict[str, WebSocket] = {}
+        self._watched: weakref.WeakSet[WebSocket] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store: _Store = _MemoryStore(self, history_size, history_ttl, history_bytes)
 
@@ -1127,7 +1129,9 @@ class Hub:
         r.members[ws] = member
         if rooms is None:
             rooms = self._joined[ws] = {}
-            ws.add_close_callback(self._connection_closed)
+            if ws not in self._watched:  # once per connection, however often it joins
+                self._watched.add(ws)
+                ws.add_close_callback(self._connection_closed)
         rooms[room] = member
         if position.epoch != r.epoch:  # still: start where the room is, and say so
             member.pos = r.offset
