@@ -213,13 +213,23 @@ local e = epoch()
 sweep(e, now_ms())
 return {e, top(), redis.call('HGETALL', H)}
 """,
-    # ARGV 7 after, 8 page -> {epoch, top, newest entries first (at most page)}
+    # ARGV 7 after, 8 page, 9 end ("+", or "(<id>": before that entry) -> {epoch, top, records,
+    # how many, id of the oldest}: the page's entries oldest first, each "<offset> <kind> <size>
+    # <flags> <origin>\n<body>" (one string: far less for the client to parse than XREVRANGE's).
     "fetch": """
 local e = epoch()
 local t = top()
 local after = tonumber(ARGV[7])
-if after >= t then return {e, t, {}} end
-return {e, t, redis.call('XREVRANGE', S, '+', '-', 'COUNT', math.min(t - after, tonumber(ARGV[8])))}
+if after >= t then return {e, t, '', 0, ''} end
+local rows = redis.call('XREVRANGE', S, ARGV[9], '-', 'COUNT', math.min(t - after, tonumber(ARGV[8])))
+local parts = {}
+for i = #rows, 1, -1 do
+  local f = rows[i][2]
+  parts[#parts + 1] = f[2] .. ' ' .. f[4] .. ' ' .. #f[10] .. ' ' .. f[8] .. ' ' .. f[6] .. '\\n' .. f[10]
+end
+local oldest = ''
+if #rows > 0 then oldest = rows[#rows][1] end
+return {e, t, table.concat(parts), #rows, oldest}
 """,
     # ARGV 7 the epoch that went back in time -> {epoch, top, presence}
     "new_epoch": """
@@ -266,13 +276,17 @@ def _entry(
     )
 
 
-def _stream_entry(room: str, epoch: str, raw: Any) -> tuple[bytes, Entry]:
-    """(stream id, entry) from an XRANGE reply (a script's: a flat field list; redis-py's: a dict)."""
-    ident, fields = raw[0], raw[1]
-    if not isinstance(fields, dict):
-        fields = dict(zip(fields[::2], fields[1::2], strict=True))
-    position = StreamPosition(epoch, int(fields[b"n"]))
-    return ident, _entry(room, position, fields[b"k"], fields[b"o"], fields[b"f"], fields[b"d"])
+def _records(room: str, epoch: str, blob: bytes) -> list[Entry]:
+    """The entries of a page from the fetch script (oldest first)."""
+    entries = []
+    pos, size = 0, len(blob)
+    while pos < size:
+        newline = blob.index(b"\n", pos)
+        offset, kind, length, flags, origin = blob[pos:newline].split(b" ", 4)
+        start = newline + 1
+        pos = start + int(length)
+        entries.append(_entry(room, StreamPosition(epoch, int(offset)), kind, origin, flags, blob[start:pos]))
+    return entries
 
 
 #: Tasks that outlive their hub (closing sockets after an abort).
@@ -469,13 +483,13 @@ class _RedisStore(_Store):
                 await asyncio.sleep(0.005)
         self.closing = True
         self.live = False
-        for task in [*self.tasks, *([self.reconnecting] if self.reconnecting else [])]:
+        tasks = [*self.tasks, *([self.reconnecting] if self.reconnecting else [])]
+        for task in tasks:
             task.cancel()
-        for task in self.tasks:
-            try:
-                await task
-            except BaseException:  # noqa: BLE001 - cancelled
-                pass
+        if self.wakeup is not None:
+            self.wakeup.set()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         self.tasks = []
         for write in self.outbox:
             if write.future is not None and not write.future.done():
@@ -740,10 +754,12 @@ class _RedisStore(_Store):
 
     async def _send_loop(self) -> None:
         assert self.wakeup is not None and self.drained is not None
-        while True:
+        while not self.closing:
             while not self.outbox or not self.live:
                 self.wakeup.clear()
                 await self.wakeup.wait()
+                if self.closing:
+                    return
             batch = [self.outbox.popleft() for _ in range(min(len(self.outbox), BATCH))]
             self.sending = True
             try:
@@ -829,23 +845,20 @@ class _RedisStore(_Store):
         return _State(reply[0].decode(), int(reply[1]), _clients(reply[2]))
 
     async def fetch(self, room: str, after: int) -> _Fetched:
-        reply = await self._call("fetch", room, [after, FETCH_PAGE])
+        reply = await self._call("fetch", room, [after, FETCH_PAGE, "+"])
         epoch, top = reply[0].decode(), int(reply[1])
         if after > top:
             return _Fetched(epoch, top, None)
         if after == top:
             return _Fetched(epoch, top, [])
-        page = [_stream_entry(room, epoch, raw) for raw in reply[2]]
-        newest_first = [entry for _, entry in page]
-        stream = self._keys(room)[1]
-        while page and len(page) == FETCH_PAGE and newest_first[-1].position.offset > after + 1:
-            try:
-                raws = await self.client.xrevrange(stream, max=b"(" + page[-1][0], min="-", count=FETCH_PAGE)
-            except self.errors as exc:
-                raise HubUnavailable(f"Redis at {self.hub.url}: {exc!r}") from exc
-            page = [_stream_entry(room, epoch, raw) for raw in raws]
-            newest_first.extend(entry for _, entry in page)
-        entries = [entry for entry in reversed(newest_first) if entry.position.offset > after]
+        pages = [_records(room, epoch, reply[2])]
+        # Older pages, newest first, until the one with the entry after ``after`` (or the start).
+        while pages[-1] and pages[-1][0].position.offset > after + 1 and int(reply[3]) == FETCH_PAGE:
+            reply = await self._call("fetch", room, [after, FETCH_PAGE, b"(" + reply[4]])
+            if reply[0].decode() != epoch:
+                return _Fetched(epoch, top, None)  # the stream went away meanwhile
+            pages.append(_records(room, epoch, reply[2]))
+        entries = [entry for page in reversed(pages) for entry in page if entry.position.offset > after]
         if not entries or entries[0].position.offset != after + 1:
             return _Fetched(epoch, top, None)
         for previous, entry in itertools.pairwise(entries):
@@ -939,9 +952,11 @@ class _RedisStore(_Store):
     # -- heartbeats
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        # Stops on ``closing`` as well as on cancellation: redis-py may turn a
+        # cancellation in the middle of a call into a connection error.
+        while not self.closing:
             await asyncio.sleep(self.hub.heartbeat)
-            if self.live:
+            if self.live and not self.closing:
                 try:
                     await self._beat()
                 except Exception:  # pragma: no cover - logged, and the next beat tries again
