@@ -1188,10 +1188,12 @@ class Hub:
     # ------------------------------------------------------------ presence, positions
 
     async def presence(self, room: str) -> list[ClientInfo]:
-        """The members of ``room`` in every process, in the order they joined."""
-        r = self._rooms.get(room)
-        if r is not None and r.ready and self._store.live and not r.pending and r.repair is None:
-            return r.clients()
+        """The members of ``room`` in every process, in the order they joined, now.
+
+        It asks the store (:class:`RedisHub`: one round trip), so that a join
+        acknowledged in any process is in it. An :class:`Envelope` sees the
+        members as of the entry it renders instead (:meth:`RoomView.clients`).
+        """
         return await self._store.presence(room)
 
     async def position(self, room: str) -> StreamPosition:
